@@ -1,0 +1,86 @@
+"""Checkpoints that are either complete or absent.
+
+Each checkpoint is a folder ``epoch-00042/`` holding TensorFlow's checkpoint files and
+``meta.json`` (epoch, step, model shape, resolved spec). It is written under a temporary name and
+renamed into place only when complete, so a crash mid-write leaves nothing that could be loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import tensorflow as tf
+
+from job.files import atomic_write_json
+
+PREFIX = "epoch-"
+
+
+class CheckpointError(ValueError):
+    pass
+
+
+class CheckpointStore:
+    def __init__(self, folder: Path, keep: int = 3, **trackables: Any):
+        self.folder = Path(folder)
+        self.keep = keep
+        self.checkpoint = tf.train.Checkpoint(**trackables)
+
+    def complete(self) -> List[Path]:
+        """Finished checkpoints, oldest first (temporary folders of interrupted writes are ignored)."""
+        if not self.folder.is_dir():
+            return []
+        found = [p for p in self.folder.iterdir()
+                 if p.name.startswith(PREFIX) and (p / "meta.json").is_file()]
+        return sorted(found, key=lambda p: p.name)
+
+    def latest(self) -> Optional[Tuple[Path, Dict[str, Any]]]:
+        complete = self.complete()
+        if not complete:
+            return None
+        return complete[-1], read_meta(complete[-1])
+
+    def restore(self, path: Path, partial: bool = False) -> None:
+        """Load ``path`` into the trackables; ``partial`` allows the checkpoint to hold more
+        (the recovery stage loads only the model of a training checkpoint)."""
+        try:
+            status = self.checkpoint.read(str(path / "ckpt"))
+            if partial:
+                status.expect_partial()
+            status.assert_existing_objects_matched()
+        except (tf.errors.OpError, ValueError, AssertionError) as e:
+            raise CheckpointError(f"{path}: cannot restore this checkpoint ({first_line(e)}). "
+                                  "Delete it to start from the previous one") from None
+
+    def save(self, epoch: int, meta: Dict[str, Any]) -> Path:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        final = self.folder / f"{PREFIX}{epoch:05d}"
+        tmp = self.folder / f".tmp-{PREFIX}{epoch:05d}-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.checkpoint.write(str(tmp / "ckpt"))
+        atomic_write_json(tmp / "meta.json", dict(meta, epoch=epoch))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        for old in self.complete()[:-self.keep]:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
+
+
+def read_meta(path: Path) -> Dict[str, Any]:
+    try:
+        meta = json.loads((path / "meta.json").read_text())
+        if not isinstance(meta, dict):
+            raise ValueError("not a JSON object")
+        return meta
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{path / 'meta.json'}: unreadable ({e}). "
+                              "Delete this checkpoint folder to use the previous one") from None
+
+
+def first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]

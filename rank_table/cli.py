@@ -1,0 +1,204 @@
+"""Command line: ``python -m rank_table {validate,generate,merge,local} ...``.
+
+Exit status 0 on success; 2 for bad arguments or bad input, with one line on stderr
+(no traceback); 130 on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import List, NoReturn, Optional, Sequence
+
+from .build import generate, local_table, merge
+from .errors import RankTableError
+from .files import load, load_with_rank_base, wait_until_completed, write
+from .hccn import parse_hccn_conf, query_hccn_tool
+from .model import RankTable, describe
+from .parse import MAX_DEVICE_ID
+
+PROG = "python -m rank_table"
+DEFAULT_TOOL_DEVICES = tuple(range(8))
+
+
+class UsageError(Exception):
+    """Bad command line; reported as one line, exit status 2."""
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # argparse would print usage + exit
+        raise UsageError(message)
+
+
+def _device_list(text: str) -> List[int]:
+    """``0,1,2,3`` or ``0-3`` or ``0-3,6`` -> ``[0, 1, 2, 3, 6]``."""
+    ids: List[int] = []
+    try:
+        for part in text.split(","):
+            lo, sep, hi = part.strip().partition("-")
+            ids.extend(range(int(lo), int(hi) + 1) if sep else [int(lo)])
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a device list; write e.g. 0,1,2,3 or 0-3") from None
+    if not ids or any(not 0 <= d <= MAX_DEVICE_ID for d in ids) or len(set(ids)) != len(ids):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: need distinct device ids in 0..15, e.g. 0,1,2,3")
+    return ids
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer >= 0")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer >= 1")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds >= 0")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    value = _seconds(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be > 0")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _ArgumentParser(prog=PROG, description="Validate, generate and merge HCCL rank "
+                             "tables (RANK_TABLE_FILE).")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("validate", help="check a rank table and print a summary")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--wait", action="store_true",
+                   help="re-read the file while it is missing or status is initializing")
+    p.add_argument("--timeout", type=_seconds, default=None,
+                   help="with --wait: give up after this many seconds (default 300)")
+    p.add_argument("--poll", type=_positive_seconds, default=5.0,
+                   help="with --wait: seconds between reads (default 5)")
+    p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser("generate", help="one server's table from its device NIC addresses")
+    p.add_argument("--server-id", required=True, help="this server's id (usually its host IP)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--hccn-conf", metavar="PATH", help="read address_<id>=<ip> lines")
+    source.add_argument("--hccn-tool", action="store_true",
+                        help="ask `hccn_tool -i <id> -ip -g` for each device")
+    p.add_argument("--hccn-tool-bin", default="hccn_tool", metavar="BIN",
+                   help="hccn_tool executable (default: hccn_tool on PATH)")
+    p.add_argument("--devices", type=_device_list, default=None,
+                   help="device ids, e.g. 0,1,2,3 or 0-3 (default: all in hccn.conf; "
+                   "0-7 with --hccn-tool)")
+    p.add_argument("--first-rank", type=_non_negative_int, default=0,
+                   help="rank of the first device (N > 0 makes a fragment for `merge`)")
+    p.add_argument("-o", "--output", metavar="OUT")
+    p.set_defaults(func=_cmd_generate)
+
+    p = sub.add_parser("merge", help="join per-server tables, renumbering ranks 0..N-1")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("-o", "--output", metavar="OUT")
+    p.set_defaults(func=_cmd_merge)
+
+    p = sub.add_parser("local", help="a loopback table for CPU ranks")
+    p.add_argument("--ranks", type=_positive_int, required=True)
+    p.add_argument("--servers", type=_positive_int, default=1)
+    p.add_argument("--first-ip", default="127.0.0.1")
+    p.add_argument("-o", "--output", metavar="OUT")
+    p.set_defaults(func=_cmd_local)
+    return parser
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    if args.timeout is not None and not args.wait:
+        raise UsageError("--timeout only applies with --wait")
+    if args.wait:
+        timeout = 300.0 if args.timeout is None else args.timeout
+        table = wait_until_completed(args.file, timeout_s=timeout, poll_s=args.poll, report=_stderr)
+    else:
+        table = load(args.file)
+    print(f"{args.file}: OK")
+    for line in describe(table):
+        print(line)
+    return 0
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    if args.hccn_conf is not None:
+        try:
+            with open(args.hccn_conf, encoding="utf-8") as handle:
+                text = handle.read()
+        except OSError as exc:
+            raise RankTableError(args.hccn_conf, "file", f"cannot read: {exc.strerror or exc}",
+                                 "pass the device address file, usually /etc/hccn.conf") from None
+        addresses = parse_hccn_conf(text, args.hccn_conf)
+        device_ids = args.devices
+    else:
+        device_ids = args.devices or list(DEFAULT_TOOL_DEVICES)
+        addresses = query_hccn_tool(device_ids, binary=args.hccn_tool_bin)
+    table = generate(args.server_id, addresses, device_ids, first_rank=args.first_rank)
+    return _emit(table, args.output)
+
+
+def _cmd_merge(args: argparse.Namespace) -> int:
+    tables = [load_with_rank_base(path, rank_base=None) for path in args.files]
+    return _emit(merge(tables, names=args.files), args.output)
+
+
+def _cmd_local(args: argparse.Namespace) -> int:
+    return _emit(local_table(args.ranks, args.servers, args.first_ip), args.output)
+
+
+def _emit(table: RankTable, output: Optional[str]) -> int:
+    if output is None:
+        print(json.dumps(table.to_json(), indent=2))
+    else:
+        write(table, output)
+        _stderr(f"wrote {output}: {describe(table)[0]}")
+    return 0
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        return int(args.func(args))
+    except UsageError as exc:
+        _stderr(_one_line(f"{PROG}: error: {exc} (see {PROG} --help)"))
+    except (RankTableError, ValueError) as exc:
+        _stderr(_one_line(f"error: {exc}"))
+    except OSError as exc:
+        _stderr(_one_line(f"error: {exc}"))
+    except KeyboardInterrupt:
+        _stderr("interrupted")
+        return 130
+    return 2

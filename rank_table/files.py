@@ -1,0 +1,117 @@
+# Typing generics (Optional, Union) on purpose: the project targets Python 3.9.
+"""Reading, waiting for and writing rank table files."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Callable, Optional, Union
+
+from .errors import (
+    RankTableError,
+    RankTableMissing,
+    RankTableNotJSON,
+    RankTableNotReady,
+)
+from job.files import atomic_write_json
+
+from .model import RankTable
+from .parse import parse_with_rank_base
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def load(path: PathLike) -> RankTable:
+    """Read and validate a rank table file (ranks must be 0..N-1)."""
+    return load_with_rank_base(path, rank_base=0)
+
+
+def load_with_rank_base(path: PathLike, rank_base: Optional[int]) -> RankTable:
+    """``load`` for per-server fragments; see :func:`rank_table.parse.parse_with_rank_base`."""
+    source = os.fspath(path)
+    return parse_with_rank_base(read_json(source), source, rank_base)
+
+
+def read_json(source: str) -> object:
+    """Decode a JSON file; every failure is a :class:`RankTableError` naming the file."""
+    try:
+        with open(source, "rb") as handle:
+            raw = handle.read()
+    except FileNotFoundError:
+        raise RankTableMissing(
+            source, "$", "file not found",
+            "check the path (RANK_TABLE_FILE / rank_table in the job spec) or wait for the "
+            "scheduler to write it (validate --wait)",
+        ) from None
+    except IsADirectoryError:
+        raise RankTableError(source, "$", "is a directory, not a file",
+                             "point at the JSON file itself, e.g. .../hccl.json") from None
+    except OSError as exc:
+        raise RankTableError(source, "$", f"cannot read: {exc.strerror or exc}",
+                             "check the file's permissions") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise RankTableError(source, "$", f"not UTF-8 text (byte {exc.start})",
+                             "write the file as UTF-8 JSON") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RankTableNotJSON(
+            source, f"$ (line {exc.lineno}, column {exc.colno})", f"not valid JSON: {exc.msg}",
+            "fix the syntax; if a scheduler is still writing the file, use validate --wait",
+        ) from None
+
+
+def wait_until_completed(
+    path: PathLike,
+    timeout_s: float = 300.0,
+    poll_s: float = 5.0,
+    report: Callable[[str], None] = print,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> RankTable:
+    """Re-read ``path`` until it holds a completed, valid rank table, and return it.
+
+    Keeps waiting while the file is missing, is not valid JSON yet (being written), or
+    says ``"status": "initializing"`` (Kubernetes updates a ConfigMap in place). Calls
+    ``report`` with one progress line per poll. A completed but invalid table raises at
+    once: waiting would not fix it. After ``timeout_s`` seconds raises
+    :class:`RankTableError` naming the path, the last state seen and how to wait longer.
+    """
+    if poll_s <= 0 or timeout_s < 0:
+        raise ValueError(f"need poll_s > 0 and timeout_s >= 0, got {poll_s} and {timeout_s}")
+    source = os.fspath(path)
+    start = clock()
+    while True:
+        try:
+            return load(source)
+        except RankTableMissing:
+            state = "the file does not exist yet"
+        except RankTableNotJSON as exc:
+            state = f"the file is not valid JSON yet ({exc.problem} at {exc.path[2:]})"
+        except RankTableNotReady:
+            state = "status is \"initializing\""
+        elapsed = clock() - start
+        if elapsed >= timeout_s:
+            raise RankTableError(
+                source, "$.status",
+                f"no completed rank table after {elapsed:.0f} s (timeout {timeout_s:g} s); "
+                f"last seen: {state}",
+                "check that every pod of the job was scheduled and got its devices; if the "
+                "cluster needs longer, raise the timeout (--timeout SECONDS, or "
+                "wait_until_completed(timeout_s=...))",
+            )
+        report(f"waiting for rank table {source}: {state}; "
+               f"{elapsed:.0f} s of {timeout_s:g} s so far")
+        sleep(min(poll_s, timeout_s - elapsed))
+
+
+def write(table: RankTable, path: PathLike) -> None:
+    """Write ``table`` as indented JSON, atomically (temp file + ``os.replace``).
+
+    Readers polling the file (other servers, ``wait_until_completed``) never see a
+    half-written table.
+    """
+    atomic_write_json(path, table.to_json())
