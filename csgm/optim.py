@@ -34,11 +34,17 @@ class Adam(tf.Module):
         self.v = [tf.Variable(tf.zeros_like(v), name="v") for v in variables]
         self._variables = list(variables)
 
+    @property
+    def steps_done(self) -> int:
+        return int(self.step.numpy())
+
     def apply(self, grads: Sequence[tf.Tensor]) -> None:
         # TensorFlow's fused Adam kernel (the one behind TF1's AdamOptimizer): one pass over
         # memory per variable instead of a dozen element-wise ops; same rule as adam_update.
-        self.step.assign_add(1)
-        t = tf.cast(self.step, tf.float32)
+        # Raw ops on the handles: the same code updates a plain variable and this replica's
+        # copy of a distributed (mirrored) one.
+        tf.raw_ops.AssignAddVariableOp(resource=self.step.handle, value=tf.constant(1, tf.int64))
+        t = tf.cast(self.step.read_value(), tf.float32)
         beta1_power, beta2_power = tf.pow(BETA1, t), tf.pow(BETA2, t)
         for var, g, m, v in zip(self._variables, grads, self.m, self.v):
             tf.raw_ops.ResourceApplyAdam(

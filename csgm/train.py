@@ -62,6 +62,10 @@ def steps_per_epoch(n_examples: int, batch_size: int, world: int) -> int:
     return n_examples // (batch_size * world)
 
 
+def checkpoint_id(epoch: int, step: int) -> str:
+    return f"epoch-{epoch:05d}@step{step}"
+
+
 def model_shape(spec: TrainSpec) -> Dict[str, int]:
     return {"latent_dim": spec.latent_dim, "hidden": spec.hidden}
 
@@ -81,29 +85,44 @@ class Trainer:
         self.spec, self.data, self.backend = spec, data, backend
         self.run_dir = Path(run_dir)
         self.meta = meta
-        self.model = VAE(spec.latent_dim, spec.hidden, spec.seed)
-        self.optimizer = Adam(self.model.weights, spec.learning_rate)
+        with backend.scope():
+            self.model = VAE(spec.latent_dim, spec.hidden, spec.seed)
+            self.optimizer = Adam(self.model.weights, spec.learning_rate)
         self.store = CheckpointStore(self.run_dir / "checkpoints", keep=spec.keep_checkpoints,
                                      model=self.model, optimizer=self.optimizer)
         self.dtype = compute_dtype(spec.precision)
         self.is_chief = backend.rank == 0
         self.writer = (tf.summary.create_file_writer(str(self.run_dir / "tensorboard"))
                        if self.is_chief else None)
-        latent = spec.latent_dim
-        self._train_steps = tf.function(self._steps, jit_compile=xla, input_signature=[
-            tf.TensorSpec([None, None, 784], tf.float32), tf.TensorSpec([None, None, latent], tf.float32)])
+        # The pure computation (loss and gradients) may be XLA-compiled; the collective and the
+        # fused Adam kernel run outside XLA, which cannot compile the engines' collective ops.
+        self._loss_and_grads = tf.function(self._gradients, jit_compile=xla)
+        self._train_steps = tf.function(self._steps, input_signature=[
+            tf.TensorSpec([None, None, 784], tf.float32),
+            tf.TensorSpec([None, None, spec.latent_dim], tf.float32)])
+
+    def _gradients(self, x: tf.Tensor, eps: tf.Tensor) -> tuple:
+        with tf.GradientTape() as tape:
+            loss = vae_loss(self.model, x, eps, self.dtype)
+        return loss, tape.gradient(loss, self.model.weights)
+
+    def _replica_step(self, x: tf.Tensor, eps: tf.Tensor) -> tf.Tensor:
+        loss, grads = self._loss_and_grads(x, eps)
+        self.optimizer.apply(self.backend.all_reduce_mean(grads))
+        return loss
 
     def _steps(self, xs: tf.Tensor, eps: tf.Tensor) -> tf.Tensor:
-        """Several optimisation steps in one compiled call; returns the mean loss."""
+        """Several optimisation steps in one compiled call; returns this rank's mean loss."""
         total = tf.constant(0.0)
         n = tf.shape(xs)[0]
         for i in tf.range(n):
-            with tf.GradientTape() as tape:
-                loss = vae_loss(self.model, xs[i], eps[i], self.dtype)
-            grads = tape.gradient(loss, self.model.weights)
-            self.optimizer.apply(self.backend.all_reduce_mean(grads))
-            total += loss
+            total += self.backend.run(self._replica_step, xs[i], eps[i])
         return total / tf.cast(n, tf.float32)
+
+    @property
+    def checkpoint_id(self) -> str:
+        """Names the weights now in the model, as load_generator names a checkpoint on disk."""
+        return checkpoint_id(self.spec.epochs - 1, self.optimizer.steps_done)
 
     def resume(self) -> int:
         """Load the latest checkpoint if any (checked against this model); returns the next epoch."""
@@ -118,7 +137,7 @@ class Trainer:
                     "and train.hidden")
             self.store.restore(path)
             start = int(meta["epoch"]) + 1
-            log.info("resumed from %s (epoch %d done, step %d)", path, start, int(self.optimizer.step))
+            log.info("resumed from %s (epoch %d done, step %d)", path, start, self.optimizer.steps_done)
         self.backend.broadcast_variables(self.model.weights + self.optimizer.m + self.optimizer.v
                                          + [self.optimizer.step])
         return start
@@ -142,7 +161,7 @@ class Trainer:
             noise = epoch_noise(spec.seed, epoch, n, spec.latent_dim)
             done = 0
             while done < per_epoch:
-                step = int(self.optimizer.step)
+                step = self.optimizer.steps_done
                 count = min(spec.log_every - step % spec.log_every, per_epoch - done)
                 idx = rank_batches(order, done, count, spec.batch_size, backend.rank, backend.size)
                 began = time.perf_counter()
@@ -158,7 +177,7 @@ class Trainer:
         mse = heldout_recon_mse(self.model, self.data.heldout, spec.seed)
         speed = timed_examples / timed_seconds if timed_seconds > 0 else None
         log.info("held-out autoencoding error (per-pixel MSE, %d images): %.5f", len(self.data.heldout), mse)
-        return TrainResult(epochs=spec.epochs, steps=int(self.optimizer.step), examples_per_sec=speed,
+        return TrainResult(epochs=spec.epochs, steps=self.optimizer.steps_done, examples_per_sec=speed,
                            heldout_recon_mse=mse, final_loss=last_loss)
 
     def _log_step(self, step: int, loss: float, examples_per_sec: float, sec_per_batch: float,
@@ -180,10 +199,10 @@ class Trainer:
         if not self.is_chief or not (last or (epoch + 1) % self.spec.checkpoint_every == 0):
             return
         mse = heldout_recon_mse(self.model, self.data.heldout, self.spec.seed)
-        path = self.store.save(epoch, dict(self.meta, step=int(self.optimizer.step),
+        path = self.store.save(epoch, dict(self.meta, step=self.optimizer.steps_done,
                                            model=model_shape(self.spec), loss=loss, heldout_recon_mse=mse))
         self._write_samples(epoch)
-        with self.writer.as_default(step=int(self.optimizer.step)):
+        with self.writer.as_default(step=self.optimizer.steps_done):
             tf.summary.scalar("heldout_recon_mse", mse)
         self.writer.flush()
         log.info("epoch %d done: loss %.2f, held-out MSE %.5f, checkpoint %s", epoch, loss or 0.0, mse, path)
@@ -200,6 +219,6 @@ class Trainer:
         save_png(folder / "orig.png", grid(x))
         save_png(folder / f"reconstr_epoch{epoch:04d}.png", grid(reconstr))
         save_png(folder / f"sampled_epoch{epoch:04d}.png", grid(sampled))
-        with self.writer.as_default(step=int(self.optimizer.step)):
+        with self.writer.as_default(step=self.optimizer.steps_done):
             tf.summary.image("reconstructed", grid(reconstr)[None, :, :, None], max_outputs=1)
             tf.summary.image("sampled", grid(sampled)[None, :, :, None], max_outputs=1)

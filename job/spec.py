@@ -95,18 +95,46 @@ class RecoverySpec:
 
 
 @dataclass(frozen=True)
+class LaunchSpec:
+    rank_table: Optional[str] = option(None, "HCCL rank table (JSON); --rank-table overrides. Without "
+                                       "one, CPU jobs make a loopback table for devices.count ranks")
+    rank_table_timeout_s: float = option(300.0, "how long to wait for a rank table whose status is "
+                                         "'initializing' (as Huawei's scripts: 300 s)", min=0.0)
+    max_restarts: int = option(0, "restart all local ranks this many times after a failure", min=0)
+    grace_period_s: float = option(5.0, "after SIGTERM, seconds before SIGKILL", min=0.0)
+    stall_timeout_s: Optional[float] = option(None, "fail a rank that prints nothing for this long "
+                                              "(hang detection); null: off", min=1.0)
+    collective_timeout_s: float = option(600.0, "backends tf and horovod: how long a collective waits "
+                                         "for its peers before the rank fails", min=1.0)
+    port: int = option(29500, "first TCP port of the collective rendezvous on each server",
+                       min=1024, max=65000)
+
+
+@dataclass(frozen=True)
+class HcclSpec:
+    connect_timeout_s: int = option(120, "HCCL_CONNECT_TIMEOUT: link set-up wait", min=120, max=7200)
+    exec_timeout_s: int = option(1800, "HCCL_EXEC_TIMEOUT: how long a collective waits for peers",
+                                 min=1, max=17340)
+
+
+@dataclass(frozen=True)
 class JobSpec:
     name: str = option("csgm", "job name: a DNS-1123 label (lower case, digits, '-')")
     output_dir: Optional[str] = option(None, "run folder; default runs/<name>")
     stages: Tuple[str, ...] = option(["train", "recover"], "what to run, in order",
                                      choices=("train", "recover"))
+    backend: str = option("local", "collective engine between ranks: local (one process), tf "
+                          "(TensorFlow collectives), horovod, hccl (Ascend)",
+                          choices=("local", "tf", "horovod", "hccl"))
     data: DataSpec = option(DataSpec(), "data set")
     devices: DevicesSpec = option(DevicesSpec(), "devices")
     train: TrainSpec = option(TrainSpec(), "VAE training")
     recovery: RecoverySpec = option(RecoverySpec(), "compressed-sensing recovery")
+    launch: LaunchSpec = option(LaunchSpec(), "process launch and supervision")
+    hccl: HcclSpec = option(HcclSpec(), "HCCL settings (devices.type npu)")
 
     def check(self) -> Optional[Tuple[str, str, str]]:
-        if not DNS_LABEL.match(self.name):
+        if not DNS_LABEL.fullmatch(self.name):
             return ("name", f"{self.name!r} is not a DNS-1123 label",
                     "Use at most 63 lower-case letters, digits and '-', starting and ending "
                     "with a letter or digit")

@@ -11,7 +11,7 @@ import logging
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import tensorflow as tf
 
@@ -22,7 +22,7 @@ from csgm.estimators import CsgmSolver
 from csgm.model import VAE, use_xla
 from csgm.recovery import RecoveryRunner, UnitStore, plan, shard
 from csgm.report import write_report
-from csgm.train import Trainer
+from csgm.train import Trainer, checkpoint_id
 from job.files import atomic_write_json
 from job.spec import JobSpec, RecoverySpec, spec_digest
 from job.schema import to_data
@@ -36,8 +36,11 @@ def configure_threads(threads: int) -> None:
         tf.config.threading.set_inter_op_parallelism_threads(threads)
 
 
-def load_generator(run_dir: Path) -> tuple:
-    """The VAE of the latest checkpoint, shaped as the checkpoint says; and that checkpoint's id."""
+Generator = Tuple[VAE, str]  # the model and the id of its weights (csgm.train.checkpoint_id)
+
+
+def load_generator(run_dir: Path) -> Generator:
+    """The VAE of the latest checkpoint, shaped as the checkpoint says, and its id."""
     probe = CheckpointStore(Path(run_dir) / "checkpoints")
     latest = probe.latest()
     if latest is None:
@@ -47,17 +50,17 @@ def load_generator(run_dir: Path) -> tuple:
     shape = meta.get("model") or {}
     model = VAE(int(shape.get("latent_dim", 20)), int(shape.get("hidden", 500)))
     CheckpointStore(Path(run_dir) / "checkpoints", model=model).restore(path, partial=True)
-    return model, f"{path.name}@step{meta.get('step')}", meta
+    return model, checkpoint_id(int(meta["epoch"]), int(meta.get("step", 0)))
 
 
-def train_stage(spec: JobSpec, data: Dataset, backend: Backend) -> Dict[str, Any]:
+def train_stage(spec: JobSpec, data: Dataset, backend: Backend) -> Optional[Generator]:
+    """Train (or resume); returns the trained generator, identical on every rank."""
     trainer = Trainer(spec.train, data, spec.run_dir, backend, meta={"spec": to_data(spec)},
                       xla=use_xla(spec.devices.type, spec.train.precision))
     result = trainer.fit()
-    metrics = asdict(result)
     if backend.rank == 0:
-        atomic_write_json(spec.run_dir / "train_metrics.json", metrics)
-    return metrics
+        atomic_write_json(spec.run_dir / "train_metrics.json", asdict(result))
+    return (trainer.model, trainer.checkpoint_id) if spec.train.epochs > 0 else None
 
 
 def recovery_digest(recovery: RecoverySpec, data: Dict[str, Any], checkpoint_id: str) -> str:
@@ -65,32 +68,38 @@ def recovery_digest(recovery: RecoverySpec, data: Dict[str, Any], checkpoint_id:
     return spec_digest({"recovery": to_data(recovery), "data": data, "checkpoint": checkpoint_id})
 
 
-def recover_stage(spec: JobSpec, data: Dataset, backend: Backend) -> None:
+def recover_stage(spec: JobSpec, data: Dataset, backend: Backend, trained: Optional[Generator]) -> None:
+    """This rank's share of the units; then whoever finds every unit done writes the report.
+
+    The merge needs no barrier: each rank writes its units before it looks, so the last rank
+    to finish sees them all (an early one may too; the report is the same, written atomically).
+    """
     rec = spec.recovery
-    needs_generator = any(m != "lasso" for m in rec.methods)
-    model, checkpoint_id = (load_generator(spec.run_dir)[:2] if needs_generator else (None, "none"))
-    digest = recovery_digest(rec, to_data(spec.data), checkpoint_id)
-    store = UnitStore(spec.run_dir / "recovery" / "units", digest)
+    generator: Optional[Generator] = None
+    if any(m != "lasso" for m in rec.methods):
+        generator = trained or load_generator(spec.run_dir)
+    checkpoint = generator[1] if generator else "none"
+    store = UnitStore(spec.run_dir / "recovery" / "units",
+                      recovery_digest(rec, to_data(spec.data), checkpoint))
     units = plan(rec, len(data.heldout))
     mine = shard(units, rec, backend.rank, backend.size)
-    solver = (CsgmSolver(model, rec.precision, use_xla(spec.devices.type, rec.precision))
-              if model is not None else None)
+    solver = (CsgmSolver(generator[0], rec.precision, use_xla(spec.devices.type, rec.precision))
+              if generator else None)
     began = time.monotonic()
 
     def progress(done: int, total: int, unit_id: str) -> None:
         elapsed = time.monotonic() - began
-        left = elapsed / done * (total - done)
         log.info("recovery: unit %d/%d done (%s), %.0f s elapsed, about %.0f s left",
-                 done, total, unit_id, elapsed, left)
+                 done, total, unit_id, elapsed, elapsed / done * (total - done))
 
-    log.info("recovery: %d units in all, %d on this rank (checkpoint %s)", len(units), len(mine), checkpoint_id)
+    log.info("recovery: %d units in all, %d on this rank (generator %s)", len(units), len(mine), checkpoint)
     RecoveryRunner(rec, data, solver, store).run(mine, progress)
-    backend.barrier()
-    if backend.rank == 0:
-        train_metrics = _read_json(spec.run_dir / "train_metrics.json")
-        report = write_report(spec.run_dir, spec.name, train_metrics, store, units,
-                              Dataset.as_float(data.heldout[:rec.batch_size]))
+    if all(store.load(u) is not None for u in units):
+        report = write_report(spec.run_dir, spec.name, _read_json(spec.run_dir / "train_metrics.json"),
+                              store, units, Dataset.as_float(data.heldout[:rec.batch_size]))
         log.info("report: %s (%d recovery rows)", spec.run_dir / "report.md", len(report["recovery"]))
+    else:
+        log.info("recovery: this rank's units are done; another rank will write the report")
 
 
 def _read_json(path: Path) -> Dict[str, Any]:
@@ -105,7 +114,6 @@ def run_stages(spec: JobSpec, backend: Optional[Backend] = None) -> None:
     configure_threads(spec.devices.threads)
     data = load_dataset(spec.data)
     log.info("data: %s", data.description)
-    if "train" in spec.stages:
-        train_stage(spec, data, backend)
+    trained = train_stage(spec, data, backend) if "train" in spec.stages else None
     if "recover" in spec.stages:
-        recover_stage(spec, data, backend)
+        recover_stage(spec, data, backend, trained)

@@ -1,12 +1,15 @@
 """Collective engines behind one small interface used by the training loop.
 
-A backend knows this process's rank and the world size, averages gradients across ranks inside a
-compiled step, broadcasts variables from rank 0, and gathers small host-side values.
+A backend knows this process's rank and the world size, creates variables in its scope, runs a
+per-replica step inside a compiled loop, averages gradients across ranks inside that step, and
+broadcasts variables from rank 0. Each engine is a thin module over an existing library:
+TensorFlow's multi-worker collectives (``tf``), Horovod (``horovod``), CANN's HCCL (``hccl``).
 """
 
 from __future__ import annotations
 
-from typing import Any, List, Sequence
+import contextlib
+from typing import Any, Callable, ContextManager, List, Mapping, Sequence
 
 import tensorflow as tf
 
@@ -18,27 +21,49 @@ class Backend:
     rank = 0
     size = 1
 
+    def scope(self) -> ContextManager[Any]:
+        """Create the model's and the optimiser's variables inside this context."""
+        return contextlib.nullcontext()
+
+    def run(self, step: Callable[..., tf.Tensor], *args: tf.Tensor) -> tf.Tensor:
+        """Run a per-replica ``step`` (inside a tf.function) and return this rank's result."""
+        return step(*args)
+
     def all_reduce_mean(self, tensors: Sequence[tf.Tensor]) -> List[tf.Tensor]:
+        """The element-wise mean of ``tensors`` over all ranks; called inside ``run``."""
         return list(tensors)
 
     def broadcast_variables(self, variables: Sequence[tf.Variable]) -> None:
-        """Make every rank's ``variables`` equal to rank 0's."""
-
-    def gather(self, value: float) -> List[float]:
-        """Every rank's ``value``, in rank order, on every rank."""
-        return [value]
-
-    def barrier(self) -> None:
-        """Return once every rank has called it."""
+        """Make every rank's ``variables`` equal to rank 0's (eager, outside ``run``)."""
 
     def close(self) -> None:
-        """Release the engine; the backend is unusable afterwards."""
+        """Release the engine."""
 
     def __repr__(self) -> str:
-        return f"<{self.name} backend rank {self.rank} of {self.size}>"
+        return f"<{self.name} backend: rank {self.rank} of {self.size}>"
 
 
-def make_backend(name: str, **options: Any) -> Backend:
-    if name == "local":
+def make_backend(spec: Any, environ: Mapping[str, str]) -> Backend:
+    """The backend named by the job spec, set up from this rank's environment.
+
+    ``devices.type: npu`` opens CANN's adapter first whatever the backend, so that one NPU with
+    ``backend: local`` is the single-card debugging mode on Ascend.
+    """
+    if spec.devices.type == "npu":
+        from csgm.backends.npu import open_npu
+
+        open_npu(spec.train.precision)
+    if spec.backend == "local":
         return Backend()
-    raise ValueError(f"unknown backend {name!r}")
+    if spec.backend == "tf":
+        from csgm.backends.tf_collective import TFBackend
+
+        return TFBackend.from_environment(environ, spec.devices.type, spec.launch.port,
+                                          timeout_s=spec.launch.collective_timeout_s)
+    if spec.backend == "horovod":
+        from csgm.backends.horovod import HorovodBackend
+
+        return HorovodBackend()
+    from csgm.backends.hccl import HcclBackend
+
+    return HcclBackend.from_environment(environ)

@@ -1,0 +1,60 @@
+"""The one place that builds a rank's environment. Workers read only their environment.
+
+NPU ranks get exactly what CANN's TensorFlow adapter reads (RANK_TABLE_FILE, RANK_ID, RANK_SIZE,
+DEVICE_ID, ASCEND_DEVICE_ID, JOB_ID, HCCL timeouts); never POD_NAME (it switches HCCL to a legacy
+lookup) and never the rank-table-free CM_* variables (the two schemes must not be mixed).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, Mapping
+
+from job.spec import JobSpec
+from launcher.slots import Slot
+
+# Inherited variables that would change what HCCL or the collectives do behind our back.
+SCRUBBED = ("POD_NAME", "CM_CHIEF_IP", "CM_CHIEF_PORT", "CM_CHIEF_DEVICE", "CM_WORKER_SIZE",
+            "CM_WORKER_IP", "RANK_ID", "RANK_SIZE", "DEVICE_ID", "ASCEND_DEVICE_ID", "TF_CONFIG")
+
+# Variables the job itself reads (job.worker).
+SPEC_FILE = "CSGM_SPEC_FILE"
+LOCAL_RANK = "LOCAL_RANK"
+LOCAL_SIZE = "LOCAL_SIZE"
+CROSS_RANK = "CROSS_RANK"
+CROSS_SIZE = "CROSS_SIZE"
+PORT = "CSGM_PORT"
+
+
+def rank_env(slot: Slot, spec: JobSpec, base: Mapping[str, str], rank_table_file: Path,
+             spec_file: Path, job_id: str) -> Dict[str, str]:
+    env = {k: v for k, v in base.items() if k not in SCRUBBED}
+    env.update({
+        "RANK_TABLE_FILE": str(Path(rank_table_file).resolve()),
+        "RANK_ID": str(slot.rank),
+        "RANK_SIZE": str(slot.world_size),
+        "JOB_ID": job_id,
+        LOCAL_RANK: str(slot.local_rank),
+        LOCAL_SIZE: str(slot.local_world_size),
+        CROSS_RANK: str(slot.server_index),
+        CROSS_SIZE: str(slot.server_count),
+        SPEC_FILE: str(Path(spec_file).resolve()),
+        PORT: str(spec.launch.port),
+        "PYTHONUNBUFFERED": "1",
+    })
+    kind = spec.devices.type
+    if kind == "npu":
+        env["DEVICE_ID"] = str(slot.device_id)           # physical id, from the table
+        env["ASCEND_DEVICE_ID"] = str(slot.local_rank)   # logical id among this server's devices
+        env["HCCL_CONNECT_TIMEOUT"] = str(spec.hccl.connect_timeout_s)
+        env["HCCL_EXEC_TIMEOUT"] = str(spec.hccl.exec_timeout_s)
+    elif kind == "gpu":
+        env["CUDA_VISIBLE_DEVICES"] = str(slot.device_id)
+    else:
+        env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU rank must not grab a GPU by accident
+    return env
+
+
+def job_env_keys(env: Mapping[str, str], base: Mapping[str, str]) -> Dict[str, str]:
+    """What rank_env set or changed relative to ``base`` (for --dry-run)."""
+    return {k: v for k, v in sorted(env.items()) if base.get(k) != v}

@@ -1,0 +1,123 @@
+"""Several ranks: read (or make) the rank table, find this server, start and supervise its ranks."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import rank_table
+from job.files import atomic_write_text
+from job.spec import JobSpec, spec_to_yaml
+from launcher import env as rank_environment
+from launcher.cli import EXIT_BAD_INPUT, EXIT_FAILED, LaunchError, describe_plan
+from launcher.progress import ProgressBoard
+from launcher.slots import Slot, SlotError, assign_slots, identify_server, this_host_names
+from launcher.supervise import LauncherInterrupted, WorkerSpec, format_summary, run
+
+log = logging.getLogger("launcher")
+
+
+def resolve_table(spec: JobSpec, table_path: Optional[str]) -> tuple[rank_table.RankTable, Path]:
+    """The rank table (waiting while it is 'initializing'), or a loopback one for CPU/GPU ranks."""
+    if table_path is None:
+        if spec.devices.type == "npu":
+            raise LaunchError(f"devices.type npu with devices.count {spec.devices.count} needs an HCCL "
+                              "rank table. Set launch.rank_table or pass --rank-table FILE "
+                              "(python -m rank_table generate writes one from /etc/hccn.conf)")
+        table = rank_table.local_table(spec.devices.count)
+        path = spec.run_dir / "rank_table.json"
+        rank_table.write(table, path)
+        return table, path
+    try:
+        table = rank_table.wait_until_completed(
+            table_path, timeout_s=spec.launch.rank_table_timeout_s,
+            poll_s=min(5.0, max(0.5, spec.launch.rank_table_timeout_s / 10)),
+            report=lambda line: log.info("%s", line))
+    except rank_table.RankTableError as e:
+        raise LaunchError(str(e)) from None
+    return table, Path(table_path)
+
+
+def check_backend(spec: JobSpec, world_size: int, command: Sequence[str]) -> None:
+    if command:
+        return
+    if world_size > 1 and spec.backend == "local":
+        raise LaunchError(f"backend: local runs one process, but the rank table has {world_size} ranks. "
+                          "Set backend to tf, horovod (CPU/GPU) or hccl (Ascend), or devices.count: 1")
+    if spec.backend == "hccl" and spec.devices.type != "npu":
+        raise LaunchError("backend: hccl needs devices.type: npu (HCCL runs on Ascend devices). "
+                          "Use backend tf or horovod on CPUs and GPUs")
+
+
+def worker_command(command: Sequence[str]) -> List[str]:
+    return list(command) if command else [sys.executable, "-m", "job.worker"]
+
+
+def build_workers(spec: JobSpec, slots: Sequence[Slot], table_file: Path, command: Sequence[str],
+                  base_env: Dict[str, str]) -> List[WorkerSpec]:
+    spec_file = spec.run_dir / "spec.yaml"
+    job_id = base_env.get("JOB_ID") or spec.name
+    cmd = worker_command(command)
+    return [WorkerSpec(rank=s.rank, cmd=cmd,
+                       env=rank_environment.rank_env(s, spec, base_env, table_file, spec_file, job_id))
+            for s in slots]
+
+
+def parse_console_ranks(text: Optional[str]) -> Optional[List[int]]:
+    if not text:
+        return None
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise LaunchError(f"--console-ranks {text!r}: expected rank numbers like 0 or 0,3") from None
+
+
+def run_ranks(spec: JobSpec, args: argparse.Namespace, command: Sequence[str], table_path: Optional[str]) -> int:
+    table, table_file = resolve_table(spec, table_path)
+    try:
+        server = identify_server(table, args.server_id, os.environ, this_host_names())
+        slots = assign_slots(table, server, spec.devices.count)
+    except SlotError as e:
+        raise LaunchError(f"{table_file}: {e}") from None
+    check_backend(spec, table.world_size, command)
+    base_env = dict(os.environ)
+    workers = build_workers(spec, slots, table_file, command, base_env)
+    console_ranks = parse_console_ranks(args.console_ranks)
+    max_restarts = spec.launch.max_restarts if args.max_restarts is None else args.max_restarts
+    if args.dry_run:
+        print(spec_to_yaml(spec), end="")
+        for line in describe_plan(spec):
+            print("# " + line)
+        print(f"# server {server}: ranks {slots[0].rank}..{slots[-1].rank} of {table.world_size} "
+              f"({len(table.servers)} server(s)); rank table {table_file}")
+        for w in workers:
+            print(f"[rank {w.rank}] command: {' '.join(w.cmd)}")
+            for key, value in rank_environment.job_env_keys(w.env, base_env).items():
+                print(f"[rank {w.rank}]   {key}={value}")
+        return 0
+    atomic_write_text(spec.run_dir / "spec.yaml", spec_to_yaml(spec))
+    for line in describe_plan(spec):
+        log.info("%s", line)
+    log.info("server %s: starting ranks %s of %d (%s devices); logs in %s", server,
+             ",".join(str(s.rank) for s in slots), table.world_size, spec.devices.type,
+             spec.run_dir / "logs")
+    board = ProgressBoard(emit=lambda line: log.info("%s", line))
+    began = time.monotonic()
+    try:
+        result = run(workers, spec.run_dir / "logs", max_restarts=max_restarts,
+                     grace_s=spec.launch.grace_period_s, console_ranks=console_ranks,
+                     stall_timeout_s=spec.launch.stall_timeout_s, on_line=board.on_line)
+    except LauncherInterrupted as e:
+        print(f"launcher: interrupted by signal {e.signum}; every rank was stopped", file=sys.stderr)
+        return 128 + e.signum
+    except OSError as e:  # the worker program could not be started
+        print(f"error: cannot start {' '.join(workers[0].cmd)}: {e.strerror or e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(format_summary(result), file=sys.stdout if result.ok else sys.stderr)
+    log.info("launcher: %s after %.0f s", "done" if result.ok else "failed", time.monotonic() - began)
+    return 0 if result.ok else EXIT_FAILED
