@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Dict, Mapping
 
 from job.spec import JobSpec
+from launcher import horovod_rendezvous
 from launcher.slots import Slot
+from rank_table import RankTable
 
 # Inherited variables that would change what HCCL or the collectives do behind our back.
 SCRUBBED = ("POD_NAME", "CM_CHIEF_IP", "CM_CHIEF_PORT", "CM_CHIEF_DEVICE", "CM_WORKER_SIZE",
@@ -26,9 +28,9 @@ CROSS_SIZE = "CROSS_SIZE"
 PORT = "CSGM_PORT"
 
 
-def rank_env(slot: Slot, spec: JobSpec, base: Mapping[str, str], rank_table_file: Path,
+def rank_env(slot: Slot, spec: JobSpec, base: Mapping[str, str], table: RankTable, rank_table_file: Path,
              spec_file: Path, job_id: str) -> Dict[str, str]:
-    env = {k: v for k, v in base.items() if k not in SCRUBBED}
+    env = {k: v for k, v in base.items() if k not in SCRUBBED and not k.startswith("HOROVOD_")}
     env.update({
         "RANK_TABLE_FILE": str(Path(rank_table_file).resolve()),
         "RANK_ID": str(slot.rank),
@@ -42,6 +44,9 @@ def rank_env(slot: Slot, spec: JobSpec, base: Mapping[str, str], rank_table_file
         PORT: str(spec.launch.port),
         "PYTHONUNBUFFERED": "1",
     })
+    if spec.backend == "horovod":
+        env.update(horovod_rendezvous.rank_env(table, slot.server_index, slot.local_rank, slot.rank,
+                                               spec.launch.port, spec.launch.collective_timeout_s))
     kind = spec.devices.type
     if kind == "npu":
         env["DEVICE_ID"] = str(slot.device_id)           # physical id, from the table

@@ -14,6 +14,7 @@ import rank_table
 from job.files import atomic_write_text
 from job.spec import JobSpec, spec_to_yaml
 from launcher import env as rank_environment
+from launcher import horovod_rendezvous
 from launcher.cli import EXIT_BAD_INPUT, EXIT_FAILED, LaunchError, describe_plan
 from launcher.progress import ProgressBoard
 from launcher.slots import Slot, SlotError, assign_slots, identify_server, this_host_names
@@ -58,13 +59,13 @@ def worker_command(command: Sequence[str]) -> List[str]:
     return list(command) if command else [sys.executable, "-m", "job.worker"]
 
 
-def build_workers(spec: JobSpec, slots: Sequence[Slot], table_file: Path, command: Sequence[str],
-                  base_env: Dict[str, str]) -> List[WorkerSpec]:
+def build_workers(spec: JobSpec, slots: Sequence[Slot], table: rank_table.RankTable, table_file: Path,
+                  command: Sequence[str], base_env: Dict[str, str]) -> List[WorkerSpec]:
     spec_file = spec.run_dir / "spec.yaml"
     job_id = base_env.get("JOB_ID") or spec.name
     cmd = worker_command(command)
     return [WorkerSpec(rank=s.rank, cmd=cmd,
-                       env=rank_environment.rank_env(s, spec, base_env, table_file, spec_file, job_id))
+                       env=rank_environment.rank_env(s, spec, base_env, table, table_file, spec_file, job_id))
             for s in slots]
 
 
@@ -86,7 +87,7 @@ def run_ranks(spec: JobSpec, args: argparse.Namespace, command: Sequence[str], t
         raise LaunchError(f"{table_file}: {e}") from None
     check_backend(spec, table.world_size, command)
     base_env = dict(os.environ)
-    workers = build_workers(spec, slots, table_file, command, base_env)
+    workers = build_workers(spec, slots, table, table_file, command, base_env)
     console_ranks = parse_console_ranks(args.console_ranks)
     max_restarts = spec.launch.max_restarts if args.max_restarts is None else args.max_restarts
     if args.dry_run:
@@ -108,6 +109,8 @@ def run_ranks(spec: JobSpec, args: argparse.Namespace, command: Sequence[str], t
              spec.run_dir / "logs")
     board = ProgressBoard(emit=lambda line: log.info("%s", line))
     began = time.monotonic()
+    rendezvous = (horovod_rendezvous.Rendezvous(table, spec.launch.port)
+                  if spec.backend == "horovod" and horovod_rendezvous.needs_rendezvous(slots) else None)
     try:
         result = run(workers, spec.run_dir / "logs", max_restarts=max_restarts,
                      grace_s=spec.launch.grace_period_s, console_ranks=console_ranks,
@@ -118,6 +121,9 @@ def run_ranks(spec: JobSpec, args: argparse.Namespace, command: Sequence[str], t
     except OSError as e:  # the worker program could not be started
         print(f"error: cannot start {' '.join(workers[0].cmd)}: {e.strerror or e}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    finally:
+        if rendezvous is not None:
+            rendezvous.close()
     print(format_summary(result), file=sys.stdout if result.ok else sys.stderr)
     log.info("launcher: %s after %.0f s", "done" if result.ok else "failed", time.monotonic() - began)
     return 0 if result.ok else EXIT_FAILED

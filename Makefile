@@ -1,0 +1,57 @@
+# The two README commands:
+#   make run    set up a virtualenv, install, run the main job on the embedded sample digits
+#   make test   set up (with test tools, Horovod, the Fashion-MNIST files), lint, run the tests
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+# Horovod 0.28.1, the last release, builds unchanged against TensorFlow 2.15..2.18 only.
+TF_PIN := tensorflow-cpu==2.18.1
+SPEC ?= configs/mnist_1p.yaml
+
+.PHONY: run test setup setup-dev horovod data lint pytest bench clean
+
+run: setup
+	$(PY) -m launcher $(SPEC)
+
+test: setup-dev lint pytest
+
+setup: $(VENV)/.setup
+$(VENV)/.setup: setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q -e '.[cpu]' '$(TF_PIN)'
+	touch $@
+
+setup-dev: setup $(VENV)/.setup-dev horovod data
+$(VENV)/.setup-dev: setup.py
+	$(PIP) install -q -e '.[cpu,dev]' '$(TF_PIN)'
+	touch $@
+
+# Horovod with Gloo, without MPI, compiled against the venv's TensorFlow (about 2-4 minutes).
+horovod: $(VENV)/.horovod
+$(VENV)/.horovod: $(VENV)/.setup
+	HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1 \
+	HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_MPI=1 MAKEFLAGS=-j2 \
+	$(PIP) install -q --no-build-isolation --no-cache-dir 'horovod==0.28.1'
+	$(PY) -c "import horovod.tensorflow"
+	touch $@
+
+# Real Fashion-MNIST IDX files (Debian package) for the IDX reader and the memory benchmark.
+data:
+	@test -d /usr/share/datasets/fashion-mnist || { \
+	  command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; } \
+	  || echo "note: dataset-fashion-mnist not installed (needs root and apt); its tests will be skipped"; }
+
+lint: setup-dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/vermin --target=3.9- --violations --no-tips --eval-annotations job launcher rank_table csgm k8s bench tests
+
+pytest: setup-dev
+	$(PY) -m pytest -q tests
+
+bench: setup-dev
+	$(PY) -m bench.all
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info
