@@ -57,13 +57,13 @@ def read_idx(path: Path, magic: int, item_shape: Tuple[int, ...]) -> np.ndarray:
     kind = "images" if magic == IMAGES_MAGIC else "labels"
     ndim = 1 + len(item_shape)
     header = 4 + 4 * ndim
+    found = int.from_bytes(raw[:4], "big") if len(raw) >= 4 else None
+    if found is not None and found != magic:
+        raise DataError(f"{path}: wrong magic number 0x{found:08x}, expected 0x{magic:08x} for "
+                        f"an IDX {kind} file. Check that this is the {kind} file")
     if len(raw) < header:
         raise DataError(f"{path}: truncated: {len(raw)} bytes is shorter than an IDX header. "
                         "Download the file again")
-    found = int.from_bytes(raw[:4], "big")
-    if found != magic:
-        raise DataError(f"{path}: wrong magic number 0x{found:08x}, expected 0x{magic:08x} for "
-                        f"an IDX {kind} file. Check that this is the {kind} file")
     dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
     if dims[1:] != item_shape:
         raise DataError(f"{path}: {kind} of shape {dims[1:]}, expected {item_shape}. "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import typing
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type, TypeVar
 
@@ -50,6 +51,14 @@ def _type_name(tp: Any) -> str:
 
 
 def _scalar(value: Any, tp: Any, source: str, path: str) -> Any:
+    if tp is float and isinstance(value, str):
+        try:  # YAML 1.1 reads 1e-3 (no dot) as a string; the user meant a number
+            value = float(value)
+        except ValueError:
+            pass
+    if tp is float and isinstance(value, float) and not math.isfinite(value):
+        raise SpecError(source, path, f"must be a finite number, got {value!r}",
+                        f"Write {path} as a finite number")
     ok = (
         (tp is bool and isinstance(value, bool))
         or (tp is int and isinstance(value, int) and not isinstance(value, bool))
@@ -73,6 +82,8 @@ def _value(value: Any, tp: Any, source: str, path: str) -> Any:
         item_tp = typing.get_args(tp)[0]
         if not isinstance(value, list):
             value = [value]  # a single item where a list is expected: accept it as a list of one
+        if not value:
+            raise SpecError(source, path, "is an empty list", f"List at least one value in {path}")
         return tuple(_value(v, item_tp, source, f"{path}[{i}]") for i, v in enumerate(value))
     if dataclasses.is_dataclass(tp):
         return build(tp, value, source, path)

@@ -173,7 +173,7 @@ def parse_override(text: str) -> Tuple[str, Any]:
     if key not in leaves:
         near = difflib.get_close_matches(key, sorted(leaves), n=1)
         hint = f"Did you mean {near[0]!r}? " if near else ""
-        raise SpecError("--set", key, "unknown key", hint + "See docs/spec.md for every key")
+        raise SpecError("--set", key, "unknown key", hint + "docs/spec.md lists every key")
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError:
@@ -187,10 +187,14 @@ def apply_overrides(data: Dict[str, Any], overrides: Sequence[str]) -> Dict[str,
         key, value = parse_override(text)
         node = data
         parts = key.split(".")
-        for part in parts[:-1]:
-            child = node.get(part)
-            if not isinstance(child, dict):
+        for depth, part in enumerate(parts[:-1]):
+            child = node.setdefault(part, {})
+            if child is None:
                 child = node[part] = {}
+            if not isinstance(child, dict):
+                section = ".".join(parts[:depth + 1])
+                raise SpecError("--set", key, f"{section} is {child!r} in the spec, not a section",
+                                f"Fix {section} in the spec file first")
             node = child
         node[parts[-1]] = value
     return data

@@ -1,0 +1,104 @@
+"""``python -m k8s render SPEC`` and ``python -m k8s validate [PATH ...]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+from job.spec import SpecError
+from k8s import render as r
+from k8s import validate as v
+
+EXIT_OK, EXIT_INVALID, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m k8s",
+                                description="Kubernetes manifests for CSGM jobs on Ascend clusters.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    render = sub.add_parser("render", help="write the manifests for a job spec",
+                            description="Write the ConfigMaps, PersistentVolumeClaims and Volcano Job "
+                                        "for a job spec, after validating them offline.")
+    render.add_argument("spec", type=Path, help="job spec (YAML), e.g. configs/mnist_8p.yaml")
+    render.add_argument("--nodes", type=int, default=1, metavar="N",
+                        help="Ascend servers (one pod each) (default: 1)")
+    render.add_argument("--image", default=r.DEFAULT_IMAGE, metavar="IMAGE",
+                        help=f"the job's image, as the nodes pull it (default: {r.DEFAULT_IMAGE})")
+    render.add_argument("--namespace", metavar="NS",
+                        help="namespace of every object (default: none, i.e. kubectl's current one)")
+    render.add_argument("--storage-class", metavar="CLASS",
+                        help="storageClassName of the claims (default: the cluster's default class)")
+    render.add_argument("--host-arch", default=r.HOST_ARCHES[0], choices=r.HOST_ARCHES,
+                        help=f"the nodes' host-arch label (default: {r.HOST_ARCHES[0]})")
+    out = render.add_mutually_exclusive_group()
+    out.add_argument("--out", type=Path, default=r.PACKAGE_DIR, metavar="DIR",
+                     help="folder to write the files to, '-' for standard output (default: the k8s folder)")
+    out.add_argument("--check", action="store_true",
+                     help="write nothing; exit 1 if the files in the k8s folder differ from the render")
+
+    check = sub.add_parser("validate", help="check manifests offline",
+                           description="Check manifests as the API server (and Volcano) would, offline: "
+                                       f"Kubernetes {v.KUBERNETES_VERSION} strict schemas for core objects, "
+                                       "the project's Volcano Job schema for Volcano Jobs.")
+    check.add_argument("paths", type=Path, nargs="*", default=[r.PACKAGE_DIR], metavar="PATH",
+                       help="manifest files, or folders whose top-level .yaml/.yml/.json files are "
+                            "checked as kubectl apply -f reads them (default: the k8s folder)")
+    return p
+
+
+def report(problems: Sequence[v.Problem]) -> None:
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+
+
+def run_render(args: argparse.Namespace) -> int:
+    options = r.RenderOptions(nodes=args.nodes, image=args.image, namespace=args.namespace,
+                              storage_class=args.storage_class, host_arch=args.host_arch)
+    try:
+        files = r.render_file(args.spec, options)
+    except (SpecError, r.RenderError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    problems: List[v.Problem] = []
+    for name, text in files.items():
+        problems += v.check_text(text, name)
+    if problems:
+        report(problems)
+        print("error: the rendered manifests are invalid (a bug in k8s/render.py); nothing written",
+              file=sys.stderr)
+        return EXIT_INVALID
+    if args.check:
+        stale = r.differences(files, r.PACKAGE_DIR)
+        if stale:
+            print(f"error: {', '.join(stale)} in {r.PACKAGE_DIR} differ from the render; run "
+                  f"`{options.command_line(r.display_path(args.spec))}`", file=sys.stderr)
+            return EXIT_INVALID
+        print(f"{r.display_path(r.PACKAGE_DIR)}: up to date")
+        return EXIT_OK
+    if str(args.out) == "-":
+        sys.stdout.write("".join(files.values()))
+        return EXIT_OK
+    for path in r.write(files, args.out):
+        print(f"wrote {path}")
+    return EXIT_OK
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    problems = v.check_paths(args.paths)
+    if problems:
+        report(problems)
+        return EXIT_INVALID
+    files = v.manifest_files(args.paths)
+    print(f"ok: {len(files)} file(s) valid (Kubernetes {v.KUBERNETES_VERSION} strict schemas, "
+          f"Volcano Job schema)")
+    return EXIT_OK
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "render":
+        return run_render(args)
+    return run_validate(args)
