@@ -13,9 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
-import tensorflow as tf
-
-from csgm.backends import Backend
+from csgm.backends import Backend, make_backend
 from csgm.checkpoint import CheckpointError, CheckpointStore
 from csgm.data import Dataset, load_dataset
 from csgm.estimators import CsgmSolver
@@ -28,12 +26,6 @@ from job.spec import JobSpec, RecoverySpec, spec_digest
 from job.schema import to_data
 
 log = logging.getLogger(__name__)
-
-
-def configure_threads(threads: int) -> None:
-    if threads > 0:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
 
 
 Generator = Tuple[VAE, str]  # the model and the id of its weights (csgm.train.checkpoint_id)
@@ -110,8 +102,7 @@ def _read_json(path: Path) -> Dict[str, Any]:
 
 
 def run_stages(spec: JobSpec, backend: Optional[Backend] = None) -> None:
-    backend = backend or Backend()
-    configure_threads(spec.devices.threads)
+    backend = backend or make_backend(spec, {})
     data = load_dataset(spec.data)
     log.info("data: %s", data.description)
     trained = train_stage(spec, data, backend) if "train" in spec.stages else None

@@ -31,9 +31,9 @@ import yaml
 
 # Pinned, not "latest": the schemas bundled with kubernetes-validate change with each release, and the
 # tests must not start failing (or passing) because a dependency was upgraded. 1.25 is the oldest
-# version kubernetes-validate 1.37 bundles; Ascend clusters often lag behind upstream Kubernetes
-# (MindCluster supports far older releases), so a field added after 1.25 fails here instead of on
-# an operator's cluster. Every field the manifests use is older than 1.25 and still served.
+# version kubernetes-validate 1.37 bundles. Ascend clusters often lag behind upstream Kubernetes
+# (hccl-controller asks for 1.16 or later), so a field added after 1.25 should fail here rather than
+# on an operator's cluster. Every field the manifests use is older than 1.25 and still served.
 KUBERNETES_VERSION = "1.25"
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
@@ -89,6 +89,10 @@ def _describe(error: jsonschema.ValidationError) -> str:
 
 def _core(obj: Mapping[str, Any], where: str, prefix: str = "") -> List[Problem]:
     """Strict kubernetes-validate; ``prefix`` maps a wrapped object's paths back to its host."""
+    group = str(obj.get("apiVersion")).rpartition("/")[0]
+    if "." in group and not group.endswith(".k8s.io"):
+        # kubernetes-validate drops the domain of a group: batch.volcano.sh/v1 would be read as batch/v1.
+        return [_no_schema(obj, where)]
     try:
         kubernetes_validate.validate(dict(obj), KUBERNETES_VERSION, strict=True)
     except kubernetes_validate.ValidationError as e:
@@ -97,18 +101,21 @@ def _core(obj: Mapping[str, Any], where: str, prefix: str = "") -> List[Problem]
             parts = parts[1:]  # drop the wrapper's own field ("template" or "spec")
         return [Problem(where, field_path(parts, prefix), _describe(e))]
     except kubernetes_validate.SchemaNotFoundError:
-        return [Problem(where, "", f"no schema for kind {obj.get('kind')} of apiVersion "
-                                   f"{obj.get('apiVersion')} in Kubernetes {KUBERNETES_VERSION}: "
-                                   f"misspelt kind or apiVersion, or a custom resource this project has "
-                                   f"no schema for")]
+        return [_no_schema(obj, where)]
     return []
+
+
+def _no_schema(obj: Mapping[str, Any], where: str) -> Problem:
+    return Problem(where, "", f"no schema for kind {obj.get('kind')} of apiVersion {obj.get('apiVersion')} "
+                              f"in Kubernetes {KUBERNETES_VERSION} or this project: a misspelt kind or "
+                              f"apiVersion, or a custom resource that cannot be checked offline")
 
 
 # ---------------------------------------------------------------------------------------------
 # Volcano Job
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def volcano_schema() -> Dict[str, Any]:
     with open(SCHEMA_DIR / "volcano-job.json", encoding="utf-8") as f:
         return json.load(f)

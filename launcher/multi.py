@@ -30,10 +30,8 @@ def resolve_table(spec: JobSpec, table_path: Optional[str]) -> tuple[rank_table.
             raise LaunchError(f"devices.type npu with devices.count {spec.devices.count} needs an HCCL "
                               "rank table. Set launch.rank_table or pass --rank-table FILE "
                               "(python -m rank_table generate writes one from /etc/hccn.conf)")
-        table = rank_table.local_table(spec.devices.count)
-        path = spec.run_dir / "rank_table.json"
-        rank_table.write(table, path)
-        return table, path
+        # Written (by run_ranks) only once the job really starts: a dry run leaves no trace.
+        return rank_table.local_table(spec.devices.count), spec.run_dir / "rank_table.json"
     try:
         table = rank_table.wait_until_completed(
             table_path, timeout_s=spec.launch.rank_table_timeout_s,
@@ -47,9 +45,10 @@ def resolve_table(spec: JobSpec, table_path: Optional[str]) -> tuple[rank_table.
 def check_backend(spec: JobSpec, world_size: int, command: Sequence[str]) -> None:
     if command:
         return
-    if world_size > 1 and spec.backend == "local":
-        raise LaunchError(f"backend: local runs one process, but the rank table has {world_size} ranks. "
-                          "Set backend to tf, horovod (CPU/GPU) or hccl (Ascend), or devices.count: 1")
+    if world_size > 1 and spec.backend == "local" and "train" in spec.stages:
+        raise LaunchError(f"backend: local has no collectives to train on the rank table's {world_size} "
+                          "ranks. Set backend to tf, horovod (CPU/GPU) or hccl (Ascend), or devices.count: 1 "
+                          "(a recovery-only job, stages: [recover], may use local on any number of ranks)")
     if spec.backend == "hccl" and spec.devices.type != "npu":
         raise LaunchError("backend: hccl needs devices.type: npu (HCCL runs on Ascend devices). "
                           "Use backend tf or horovod on CPUs and GPUs")
@@ -87,7 +86,10 @@ def run_ranks(spec: JobSpec, args: argparse.Namespace, command: Sequence[str], t
         raise LaunchError(f"{table_file}: {e}") from None
     check_backend(spec, table.world_size, command)
     base_env = dict(os.environ)
-    workers = build_workers(spec, slots, table, table_file, command, base_env)
+    try:
+        workers = build_workers(spec, slots, table, table_file, command, base_env)
+    except ValueError as e:  # e.g. backend horovod: no network interface carries the server id
+        raise LaunchError(str(e)) from None
     console_ranks = parse_console_ranks(args.console_ranks)
     max_restarts = spec.launch.max_restarts if args.max_restarts is None else args.max_restarts
     if args.dry_run:
@@ -101,6 +103,8 @@ def run_ranks(spec: JobSpec, args: argparse.Namespace, command: Sequence[str], t
             for key, value in rank_environment.job_env_keys(w.env, base_env).items():
                 print(f"[rank {w.rank}]   {key}={value}")
         return 0
+    if table_path is None:
+        rank_table.write(table, table_file)
     atomic_write_text(spec.run_dir / "spec.yaml", spec_to_yaml(spec))
     for line in describe_plan(spec):
         log.info("%s", line)
@@ -109,8 +113,12 @@ def run_ranks(spec: JobSpec, args: argparse.Namespace, command: Sequence[str], t
              spec.run_dir / "logs")
     board = ProgressBoard(emit=lambda line: log.info("%s", line))
     began = time.monotonic()
-    rendezvous = (horovod_rendezvous.Rendezvous(table, spec.launch.port)
-                  if spec.backend == "horovod" and horovod_rendezvous.needs_rendezvous(slots) else None)
+    rendezvous = None
+    if spec.backend == "horovod" and horovod_rendezvous.needs_rendezvous(slots):
+        try:
+            rendezvous = horovod_rendezvous.Rendezvous(table, spec.launch.port)
+        except OSError as e:
+            raise LaunchError(str(e)) from None
     try:
         result = run(workers, spec.run_dir / "logs", max_restarts=max_restarts,
                      grace_s=spec.launch.grace_period_s, console_ranks=console_ranks,

@@ -11,6 +11,7 @@ import time
 from typing import Callable, Dict, Tuple
 
 UNIT_LINE = re.compile(r"recovery: unit (\d+)/(\d+) done")
+STAGE_START = re.compile(r"recovery: \d+ units in all")
 
 
 class ProgressBoard:
@@ -22,11 +23,13 @@ class ProgressBoard:
         self.last_emit: float = float("-inf")
 
     def on_line(self, rank: int, line: str) -> None:
+        if not self.started and STAGE_START.search(line):  # the clock starts with the stage
+            self.started = self.clock()
         match = UNIT_LINE.search(line)
         if match is None:
             return
         now = self.clock()
-        if not self.units:
+        if not self.started:
             self.started = now
         self.units[rank] = (int(match.group(1)), int(match.group(2)))
         done = sum(d for d, _ in self.units.values())

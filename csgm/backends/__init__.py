@@ -15,11 +15,13 @@ import tensorflow as tf
 
 
 class Backend:
-    """One process, nothing to communicate: the single-card mode and the base of the others."""
+    """No collectives: one process (single-card mode), or ranks that need not talk to each other
+    (a recovery-only job shares its units by rank alone). The base of the real engines."""
 
     name = "local"
-    rank = 0
-    size = 1
+
+    def __init__(self, rank: int = 0, size: int = 1):
+        self.rank, self.size = rank, size
 
     def scope(self) -> ContextManager[Any]:
         """Create the model's and the optimiser's variables inside this context."""
@@ -31,6 +33,8 @@ class Backend:
 
     def all_reduce_mean(self, tensors: Sequence[tf.Tensor]) -> List[tf.Tensor]:
         """The element-wise mean of ``tensors`` over all ranks; called inside ``run``."""
+        if self.size > 1:
+            raise RuntimeError("backend local cannot average gradients across ranks")
         return list(tensors)
 
     def broadcast_variables(self, variables: Sequence[tf.Variable]) -> None:
@@ -47,14 +51,18 @@ def make_backend(spec: Any, environ: Mapping[str, str]) -> Backend:
     """The backend named by the job spec, set up from this rank's environment.
 
     ``devices.type: npu`` opens CANN's adapter first whatever the backend, so that one NPU with
-    ``backend: local`` is the single-card debugging mode on Ascend.
+    ``backend: local`` is the single-card debugging mode on Ascend. Thread settings go first too:
+    TensorFlow fixes them when its runtime starts.
     """
+    if spec.devices.threads > 0:
+        tf.config.threading.set_intra_op_parallelism_threads(spec.devices.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(spec.devices.threads)
     if spec.devices.type == "npu":
         from csgm.backends.npu import open_npu
 
         open_npu(spec.train.precision)
     if spec.backend == "local":
-        return Backend()
+        return Backend(int(environ.get("RANK_ID", 0)), int(environ.get("RANK_SIZE", 1)))
     if spec.backend == "tf":
         from csgm.backends.tf_collective import TFBackend
 

@@ -1,7 +1,8 @@
 """TensorFlow's own multi-worker collectives (MultiWorkerMirroredStrategy), one replica per rank.
 
-The cluster comes from the rank table: worker r listens on its server's address at
-``port + local rank``. On CPU the collectives run as a ring over gRPC; on GPU with NCCL.
+The cluster comes from the rank table: rank r listens on its server's address at ``port + r``.
+TensorFlow's gRPC server binds the port on every interface, so ports must differ across the whole
+job for several loopback "servers" on one machine to work; unique global ports cost nothing. On CPU the collectives run as a ring over gRPC; on GPU with NCCL.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from csgm.backends import Backend
 
 def cluster_addresses(table: rank_table.RankTable, port: int) -> List[str]:
     """Every rank's gRPC address, in rank order."""
-    return [f"{server.server_id}:{port + local}" for server in table.servers
-            for local in range(len(server.devices))]
+    return [f"{server.server_id}:{port + device.rank_id}" for server in table.servers
+            for device in server.devices]
 
 
 class TFBackend(Backend):

@@ -1,0 +1,138 @@
+"""Data-parallel training across real processes on this CPU: tf and horovod backends.
+
+- broadcast and all-reduce through each engine give the values they should;
+- 2 ranks with batch b end with the same weights and optimizer state as 1 rank with batch 2b,
+  and a deliberately broken rank (gradients summed) is caught by the same comparison;
+- a two-server loopback job whose rank is killed ends with both launchers failing within 60 s.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+import pytest
+
+from tests.jobutil import (
+    REPO,
+    checkpoint_arrays,
+    free_port,
+    popen_launcher,
+    relative_difference,
+    run_launcher,
+    sets,
+)
+
+HAVE_HOROVOD = importlib.util.find_spec("horovod") is not None
+needs_horovod = pytest.mark.skipif(not HAVE_HOROVOD, reason="horovod not installed (make horovod)")
+BACKENDS = ["tf", pytest.param("horovod", marks=needs_horovod)]
+SPEC = "configs/smoke.yaml"
+TRAIN_ONLY = dict(stages="[train]", data__train_limit=480, train__epochs=2, train__log_every=5,
+                  devices__threads=1, launch__collective_timeout_s=60, launch__grace_period_s=2)
+
+
+def _train(tmp: Path, name: str, *, ranks: int, backend: str, batch: int, command: List[str] = ()) -> Path:
+    out = tmp / name
+    args = sets(**TRAIN_ONLY, output_dir=out, backend=backend, devices__count=ranks,
+                train__batch_size=batch, launch__port=free_port())
+    if command:
+        args += ["--", *command]
+    result = run_launcher(SPEC, *args, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return out
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_backend_broadcast_and_mean(tmp_path: Path, backend: str) -> None:
+    result = run_launcher(SPEC, *sets(output_dir=tmp_path, backend=backend, devices__count=2,
+                                      launch__port=free_port()),
+                          "--", sys.executable, str(REPO / "tests/workers/backend_check.py"), timeout=180)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    for rank in (0, 1):
+        assert f"BROADCAST {rank} [1.0, 1.0, 1.0] 0" in result.stdout  # rank 0's values everywhere
+        assert f"MEAN {rank} [0.5]" in result.stdout                   # (0 + 1) / 2
+
+
+@pytest.fixture(scope="module")
+def one_rank_double_batch(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, np.ndarray]:
+    out = _train(tmp_path_factory.mktemp("reference"), "one", ranks=1, backend="local", batch=48)
+    return checkpoint_arrays(out)
+
+
+def _largest_difference(a: Dict[str, np.ndarray], b: Dict[str, np.ndarray]) -> float:
+    assert a.keys() == b.keys() and a
+    return max(relative_difference(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_two_ranks_equal_one_rank_with_double_batch(tmp_path: Path, backend: str,
+                                                    one_rank_double_batch: Dict[str, np.ndarray]) -> None:
+    """Same examples in the same order: weights, Adam moments and step agree to 1e-5."""
+    two = checkpoint_arrays(_train(tmp_path, "two", ranks=2, backend=backend, batch=24))
+    assert _largest_difference(two, one_rank_double_batch) < 1e-5
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_equivalence_catches_summed_gradients(tmp_path: Path, backend: str,
+                                              one_rank_double_batch: Dict[str, np.ndarray]) -> None:
+    mutant = [sys.executable, str(REPO / "tests/workers/mutant_worker.py")]
+    broken = checkpoint_arrays(_train(tmp_path, "mutant", ranks=2, backend=backend, batch=24, command=mutant))
+    assert _largest_difference(broken, one_rank_double_batch) > 1e-3
+
+
+def _pid_of_rank(run_dir: Path, rank: int) -> int:
+    """The pid of the worker process of ``rank`` of the job writing to ``run_dir``."""
+    wanted = {f"RANK_ID={rank}".encode(), f"CSGM_SPEC_FILE={run_dir / 'spec.yaml'}".encode()}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = set((entry / "environ").read_bytes().split(b"\0"))
+        except OSError:
+            continue
+        if wanted <= environ:
+            return int(entry.name)
+    raise LookupError(f"rank {rank} is not running")
+
+
+def _wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_killed_rank_ends_both_servers_within_60s(tmp_path: Path, backend: str) -> None:
+    out = tmp_path / "job"
+    args = sets(**dict(TRAIN_ONLY, train__epochs=500, launch__collective_timeout_s=30), output_dir=out,
+                backend=backend, devices__count=2, launch__port=free_port())
+    args += ["--rank-table", str(REPO / "configs/rank_table_2x2_loopback.json")]
+    launchers = [popen_launcher(SPEC, *args, "--server-id", server) for server in ("127.0.0.2", "127.0.0.3")]
+    try:
+        log = out / "logs/attempt_0/rank_3.log"
+        _wait_for(lambda: log.is_file() and "step " in log.read_text(), 180, "rank 3 to train")
+        os.kill(_pid_of_rank(out, 3), signal.SIGKILL)
+        killed = time.monotonic()
+        codes = [launcher.wait(timeout=60) for launcher in launchers]
+        elapsed = time.monotonic() - killed
+    finally:
+        for launcher in launchers:
+            if launcher.poll() is None:
+                os.killpg(launcher.pid, signal.SIGKILL)
+                launcher.wait()
+    outputs = [launcher.stdout.read() for launcher in launchers]
+    assert all(code != 0 for code in codes), outputs
+    assert elapsed < 60
+    assert "rank:       3" in outputs[1] and "SIGKILL" in outputs[1]
+    for rank in range(4):
+        with pytest.raises(LookupError):
+            _pid_of_rank(out, rank)

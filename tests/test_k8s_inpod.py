@@ -1,0 +1,169 @@
+"""The in-pod path on the CPU: the launcher started as the rendered Volcano Job starts it.
+
+A temporary folder plays the pod's filesystem: every mount of the container (the job spec
+ConfigMap, the rank table ConfigMap, the output claim, ...) is a folder under it, and the job spec
+from the rendered ConfigMap has its paths moved there. The command and the environment come from
+the rendered container (XDL_IP from status.hostIP is the "node's" address). A thread plays
+hccl-controller: the rank table starts as the rendered ConfigMap's content (status "initializing")
+and is replaced in place, atomically as the kubelet swaps ConfigMap files, by a completed table
+for this one server. The ranks run ``-- COMMAND`` (print their rank) instead of the training job,
+with devices.type cpu.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import yaml
+
+from k8s import render as r
+
+REPO = Path(__file__).resolve().parents[1]
+SPEC = REPO / "configs" / "mnist_8p.yaml"
+NODE_IP = "192.0.2.10"  # TEST-NET-1: no interface of this machine has it, so only XDL_IP can match it
+RANKS = 2
+COMPLETE_AFTER_S = 2.0
+RANK_COMMAND = ["-c", "import os; print('rank', os.environ['RANK_ID'], 'of', os.environ['RANK_SIZE'], "
+                      "'table', os.environ['RANK_TABLE_FILE'])"]
+
+
+class Pod:
+    """The rendered container's view of the world, rooted at a temporary folder."""
+
+    def __init__(self, root: Path, timeout_s: float) -> None:
+        files = r.render_file(SPEC)
+        docs = [d for text in files.values() for d in yaml.safe_load_all(text) if d]
+        by_name = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+        job = next(d for d in docs if d["kind"] == "Job")
+        self.container = job["spec"]["tasks"][0]["template"]["spec"]["containers"][0]
+        self.root = root
+        self.mounts = [m["mountPath"] for m in self.container["volumeMounts"]]
+        for mount in self.mounts:
+            self.path(mount).mkdir(parents=True)
+        name = job["metadata"]["name"]
+        self.initial_table = by_name[("ConfigMap", f"rings-config-{name}")]["data"]["hccl.json"]
+        spec = yaml.safe_load(by_name[("ConfigMap", f"{name}-spec")]["data"]["job.yaml"])
+        spec = self.moved(spec)
+        spec["devices"] = {"type": "cpu", "count": RANKS}  # no NPU here; the ranks only print
+        spec["launch"]["rank_table_timeout_s"] = timeout_s
+        self.spec = spec
+        self.path(r.SPEC_FILE).write_text(yaml.safe_dump(spec, sort_keys=False))
+        self.table = self.path(r.RANK_TABLE_FILE)
+
+    def path(self, pod_path: str) -> Path:
+        return self.root / pod_path.lstrip("/")
+
+    def moved(self, value: Any) -> Any:
+        """Pod paths (strings under a mount) -> their folder under the root, in any structure."""
+        if isinstance(value, dict):
+            return {k: self.moved(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.moved(v) for v in value]
+        if isinstance(value, str) and any(value == m or value.startswith(m + "/") for m in self.mounts):
+            return str(self.path(value))
+        return value
+
+    def command(self) -> List[str]:
+        program, *args = self.container["command"]
+        assert program == "python3"
+        return [sys.executable] + [self.moved(a) for a in args] + ["--", sys.executable] + RANK_COMMAND
+
+    def environment(self, node_ip: Optional[str]) -> Dict[str, str]:
+        fields = {"status.hostIP": node_ip, f"metadata.annotations['{r.NPU_RESOURCE}']": "Ascend910-0,Ascend910-1"}
+        env = {k: val for k, val in os.environ.items() if k != "XDL_IP"}
+        env["PYTHONPATH"] = str(REPO)  # the image's PYTHONPATH=/opt/csgm
+        for var in self.container["env"]:
+            if "value" in var:
+                env[var["name"]] = self.moved(var["value"])
+            else:
+                value = fields[var["valueFrom"]["fieldRef"]["fieldPath"]]  # a new fieldRef needs a value here
+                if value is not None:
+                    env[var["name"]] = value
+        return env
+
+    def write_table(self, text: str) -> None:
+        """Replace the table in one step, as the kubelet updates a mounted ConfigMap."""
+        tmp = self.table.with_name(".hccl.json.new")
+        tmp.write_text(text)
+        os.replace(tmp, self.table)
+
+    def run(self, node_ip: Optional[str] = NODE_IP) -> Tuple[subprocess.CompletedProcess, float]:
+        began = time.monotonic()
+        proc = subprocess.run(self.command(), env=self.environment(node_ip), cwd=self.root, capture_output=True,
+                              text=True, timeout=120)
+        return proc, time.monotonic() - began
+
+
+def completed_table(server_id: str, ranks: int) -> str:
+    """hccl-controller's table for one server: all values strings, status completed."""
+    devices = [{"device_id": str(i), "device_ip": f"192.168.100.{101 + i}", "rank_id": str(i)} for i in range(ranks)]
+    return json.dumps({"version": "1.0", "server_count": "1", "status": "completed",
+                       "server_list": [{"server_id": server_id, "host_nic_ip": "reserve", "device": devices}]})
+
+
+def run_with_controller(pod: Pod) -> Tuple[int, str, float]:
+    """Start the launcher; once it reports waiting for the table, complete the table a few seconds
+    later (hccl-controller). Returns the exit code, the merged output and the seconds from the
+    first wait report to the launcher's exit."""
+    proc = subprocess.Popen(pod.command(), env=pod.environment(NODE_IP), cwd=pod.root, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    watchdog = threading.Timer(120, proc.kill)
+    watchdog.start()
+    controller: Optional[threading.Timer] = None
+    lines: List[str] = []
+    waiting_since = 0.0
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if controller is None and "waiting for rank table" in line:
+                waiting_since = time.monotonic()
+                controller = threading.Timer(COMPLETE_AFTER_S, pod.write_table, [completed_table(NODE_IP, RANKS)])
+                controller.start()
+        code = proc.wait()
+    finally:
+        watchdog.cancel()
+        if controller is not None:
+            controller.cancel()
+    return code, "".join(lines), time.monotonic() - waiting_since if waiting_since else 0.0
+
+
+def test_launcher_waits_for_the_table_finds_its_server_and_runs_its_ranks(tmp_path: Path) -> None:
+    pod = Pod(tmp_path, timeout_s=10)
+    pod.write_table(pod.initial_table)
+    code, out, waited = run_with_controller(pod)
+    assert code == 0, out
+    assert f"waiting for rank table {pod.table}: status is \"initializing\"" in out
+    assert waited >= COMPLETE_AFTER_S
+    assert f"server {NODE_IP}: starting ranks 0,1 of 2" in out
+    for rank in range(RANKS):
+        assert f"[rank {rank}] rank {rank} of {RANKS} table {pod.table}" in out
+    assert (Path(pod.spec["output_dir"]) / "spec.yaml").is_file()  # the run folder is on the output claim
+
+
+def test_launcher_gives_up_on_a_table_that_never_completes(tmp_path: Path) -> None:
+    pod = Pod(tmp_path, timeout_s=2)
+    pod.write_table(pod.initial_table)
+    proc, elapsed = pod.run()
+    assert proc.returncode != 0
+    assert elapsed < 30
+    assert str(pod.table) in proc.stderr
+    assert "no completed rank table after" in proc.stderr
+    assert "last seen: status is \"initializing\"" in proc.stderr
+    assert "[rank" not in proc.stdout
+
+
+def test_without_xdl_ip_the_launcher_cannot_tell_its_server(tmp_path: Path) -> None:
+    pod = Pod(tmp_path, timeout_s=60)
+    pod.write_table(completed_table(NODE_IP, RANKS))
+    proc, _ = pod.run(node_ip=None)
+    assert proc.returncode != 0
+    assert "XDL_IP (not set)" in proc.stderr and NODE_IP in proc.stderr
+    assert "[rank" not in proc.stdout
