@@ -2,7 +2,8 @@
 
 The cluster comes from the rank table: rank r listens on its server's address at ``port + r``.
 TensorFlow's gRPC server binds the port on every interface, so ports must differ across the whole
-job for several loopback "servers" on one machine to work; unique global ports cost nothing. On CPU the collectives run as a ring over gRPC; on GPU with NCCL.
+job for several loopback "servers" on one machine to work; unique global ports cost nothing.
+On CPU the collectives run as a ring over gRPC; on GPU with NCCL.
 """
 
 from __future__ import annotations

@@ -1,0 +1,165 @@
+"""The real job on the real sample digits: end to end, resume, and recovery sharding and durability."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import time
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+import pytest
+
+from tests.jobutil import checkpoint_arrays, popen_launcher, relative_difference, run_launcher, sets
+
+SPEC = "configs/smoke.yaml"
+TINY_TRAIN = dict(data__train_limit=800, train__log_every=4, devices__threads=1)
+# Enough units to split three ways and to be caught mid-way: 2 m x 3 methods x 4 batches = 24.
+RECOVERY = dict(recovery__images=16, recovery__batch_size=4, recovery__m="[25,100]", recovery__restarts=3,
+                recovery__iters=40)
+
+
+def _ok(result) -> None:
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One real single-card run of the whole job (train, recover, report) on the sample digits."""
+    out = tmp_path_factory.mktemp("job") / "run"
+    _ok(run_launcher(SPEC, *sets(**TINY_TRAIN, **RECOVERY, output_dir=out, train__epochs=3)))
+    return out
+
+
+def test_end_to_end_report(trained: Path) -> None:
+    report = json.loads((trained / "report.json").read_text())
+    assert report["job"] == "smoke"
+    assert report["train"]["epochs"] == 3 and report["train"]["examples_per_sec"] > 0
+    assert 0.0 < report["train"]["heldout_recon_mse"] < 0.2
+    rows = report["recovery"]
+    assert {(r["m"], r["method"]) for r in rows} == {(m, k) for m in (25, 100) for k in ("vae", "vae_reg", "lasso")}
+    for row in rows:
+        assert row["n_images"] == 16 and row["noise_std"] == 0.1 and row["measurement"] == "gaussian"
+        assert 0.0 < row["mse_mean"] < 0.3 and row["mse_sem"] > 0 and row["images_per_sec"] > 0
+    lines = (trained / "recovery/results.jsonl").read_text().splitlines()
+    assert len(lines) == 2 * 3 * 16
+    first = json.loads(lines[0])
+    assert {"measurement", "m", "method", "image", "mse", "noise_std"} <= set(first)
+    markdown = (trained / "report.md").read_text()
+    assert "figures/error_vs_m.png" in markdown and "figures/images_gaussian-m100.png" in markdown
+    for name in ("figures/error_vs_m.png", "figures/images_gaussian-m025.png", "samples/orig.png",
+                 "samples/reconstr_epoch0002.png", "samples/sampled_epoch0002.png", "spec.yaml",
+                 "train_metrics.json"):
+        assert (trained / name).stat().st_size > 0, name
+    assert list((trained / "tensorboard").iterdir())
+    assert not list(trained.rglob("*.tmp")) and not list(trained.rglob(".tmp-*"))
+
+
+def test_resume_ends_with_the_weights_of_an_uninterrupted_run(tmp_path: Path) -> None:
+    common = dict(TINY_TRAIN, stages="[train]")
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    _ok(run_launcher(SPEC, *sets(**common, output_dir=whole, train__epochs=4)))
+    _ok(run_launcher(SPEC, *sets(**common, output_dir=split, train__epochs=2)))
+    resumed = run_launcher(SPEC, *sets(**common, output_dir=split, train__epochs=4))
+    _ok(resumed)
+    assert "resumed from" in resumed.stdout and "epoch 2 done" in resumed.stdout
+    assert "epoch 1 done" not in resumed.stdout
+    a, b = checkpoint_arrays(whole), checkpoint_arrays(split)
+    assert a.keys() == b.keys()
+    assert max(relative_difference(a[k], b[k]) for k in a) < 1e-6
+
+
+def _recover(source: Path, dest: Path, ranks: int, **extra: object) -> "object":
+    """A recovery-only job on ``ranks`` ranks from a copy of a trained run's checkpoints."""
+    if not dest.exists():
+        shutil.copytree(source / "checkpoints", dest / "checkpoints")
+    return run_launcher(SPEC, *sets(**TINY_TRAIN, **dict(RECOVERY, **extra), output_dir=dest,
+                                    stages="[recover]", devices__count=ranks))
+
+
+def _rows(run: Path) -> List[Dict[str, object]]:
+    return [json.loads(line) for line in (run / "recovery/results.jsonl").read_text().splitlines()]
+
+
+def _assert_same_rows(a: List[Dict[str, object]], b: List[Dict[str, object]]) -> None:
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        assert {k: v for k, v in x.items() if k not in ("mse", "loss")} == \
+               {k: v for k, v in y.items() if k not in ("mse", "loss")}
+        assert x["mse"] == pytest.approx(y["mse"], rel=1e-4, abs=1e-7)
+
+
+def test_recovery_rows_do_not_depend_on_the_number_of_ranks(trained: Path, tmp_path: Path) -> None:
+    one, three = tmp_path / "one", tmp_path / "three"
+    _ok(_recover(trained, one, 1))
+    _ok(_recover(trained, three, 3))
+    _assert_same_rows(_rows(one), _rows(three))
+    _assert_same_rows(_rows(one), _rows(trained))  # and equal to the train-then-recover run
+    report_one = json.loads((one / "report.json").read_text())["recovery"]
+    report_three = json.loads((three / "report.json").read_text())["recovery"]
+    assert [(r["m"], r["method"], round(r["mse_mean"], 6)) for r in report_one] == \
+           [(r["m"], r["method"], round(r["mse_mean"], 6)) for r in report_three]
+
+
+def _unit_files(run: Path) -> Dict[str, float]:
+    return {p.name: p.stat().st_mtime_ns for p in (run / "recovery/units").glob("*.json")}
+
+
+def test_killed_recovery_keeps_finished_units_and_completes_on_rerun(trained: Path, tmp_path: Path) -> None:
+    run = tmp_path / "killed"
+    shutil.copytree(trained / "checkpoints", run / "checkpoints")
+    args = sets(**TINY_TRAIN, **dict(RECOVERY, recovery__iters=400), output_dir=run, stages="[recover]",
+                devices__count=2)
+    launcher = popen_launcher(SPEC, *args)
+    try:
+        deadline = time.monotonic() + 240
+        while len(_unit_files(run)) < 4 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(_unit_files(run)) >= 4, "no unit finished in time"
+        # SIGKILL one rank: the launcher stops the other; no unit is half-written.
+        victim = next(int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _is_rank(p, run, 1))
+        os.kill(victim, signal.SIGKILL)
+        assert launcher.wait(timeout=60) != 0
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+            launcher.wait()
+    kept = _unit_files(run)
+    assert 4 <= len(kept) < 24 and not list((run / "recovery/units").glob(".*.tmp"))
+    rerun = run_launcher(SPEC, *args)
+    _ok(rerun)
+    skipped = sum(int(n) for n in re.findall(r"recovery: (\d+) of \d+ units already done", rerun.stdout))
+    assert skipped == len(kept)
+    after = _unit_files(run)
+    assert all(after[name] == mtime for name, mtime in kept.items()), "a finished unit was recomputed"
+    reference = tmp_path / "uninterrupted"
+    _ok(_recover(trained, reference, 2, recovery__iters=400))
+    _assert_same_rows(_rows(run), _rows(reference))
+
+
+def _is_rank(proc: Path, run: Path, rank: int) -> bool:
+    try:
+        environ = set((proc / "environ").read_bytes().split(b"\0"))
+    except OSError:
+        return False
+    return {f"RANK_ID={rank}".encode(), f"CSGM_SPEC_FILE={run / 'spec.yaml'}".encode()} <= environ
+
+
+def test_unit_from_another_spec_is_recomputed(trained: Path, tmp_path: Path) -> None:
+    run = tmp_path / "stale"
+    _ok(_recover(trained, run, 1))
+    first = _unit_files(run)
+    changed = _recover(trained, run, 1, recovery__noise_std=0.05)  # a different spec: nothing reusable
+    _ok(changed)
+    assert "already done" not in changed.stdout
+    assert all(_unit_files(run)[name] != mtime for name, mtime in first.items())
+    corrupt = next((run / "recovery/units").glob("*.json"))
+    corrupt.write_text("{ not json")
+    again = _recover(trained, run, 1, recovery__noise_std=0.05)
+    _ok(again)
+    assert "23 of 24 units already done" in again.stdout
+    assert np.isfinite(json.loads(corrupt.read_text())["seconds"])
