@@ -93,18 +93,20 @@ class UnitStore:
               and pixels.shape == (unit.stop - unit.first, measure.PIXELS))
         return dict(record, pixels=pixels) if ok else None
 
-    def save(self, unit: Unit, rows: List[dict], pixels: np.ndarray, seconds: float) -> None:
+    def save(self, unit: Unit, rows: List[dict], pixels: np.ndarray, seconds: float, rank: int = 0) -> None:
         buffer = io.BytesIO()
         np.save(buffer, (np.clip(pixels, 0, 1) * 255 + 0.5).astype(np.uint8))
         atomic_write_bytes(self.folder / f"{unit.id}.npy", buffer.getvalue())
         # The JSON goes last: its presence with the right digest is what marks the unit done.
         atomic_write_json(self.folder / f"{unit.id}.json",
-                          {"digest": self.digest, "unit": asdict(unit), "seconds": seconds, "rows": rows})
+                          {"digest": self.digest, "unit": asdict(unit), "seconds": seconds, "rank": rank,
+                           "rows": rows})
 
 
 class RecoveryRunner:
-    def __init__(self, spec: RecoverySpec, data: Dataset, solver: Optional[CsgmSolver], store: UnitStore):
-        self.spec, self.data, self.solver, self.store = spec, data, solver, store
+    def __init__(self, spec: RecoverySpec, data: Dataset, solver: Optional[CsgmSolver], store: UnitStore,
+                 rank: int = 0):
+        self.spec, self.data, self.solver, self.store, self.rank = spec, data, solver, store, rank
         self._matrices: Dict[measure.Experiment, np.ndarray] = {}
 
     def run_unit(self, unit: Unit) -> None:
@@ -129,7 +131,7 @@ class RecoveryRunner:
         rows = [{"measurement": unit.measurement, "m": unit.m, "noise_std": spec.noise_std,
                  "method": unit.method, "image": int(i), "mse": float(e), "loss": loss}
                 for i, e, loss in zip(index, mse, losses)]
-        self.store.save(unit, rows, x_hat, seconds)
+        self.store.save(unit, rows, x_hat, seconds, self.rank)
 
     def run(self, units: Sequence[Unit], progress: Callable[[int, int, str], None]) -> int:
         """Compute the units not already saved; returns how many were computed."""

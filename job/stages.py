@@ -85,7 +85,7 @@ def recover_stage(spec: JobSpec, data: Dataset, backend: Backend, trained: Optio
                  done, total, unit_id, elapsed, elapsed / done * (total - done))
 
     log.info("recovery: %d units in all, %d on this rank (generator %s)", len(units), len(mine), checkpoint)
-    RecoveryRunner(rec, data, solver, store).run(mine, progress)
+    RecoveryRunner(rec, data, solver, store, backend.rank).run(mine, progress)
     if all(store.load(u) is not None for u in units):
         report = write_report(spec.run_dir, spec.name, _read_json(spec.run_dir / "train_metrics.json"),
                               store, units, Dataset.as_float(data.heldout[:rec.batch_size]))

@@ -20,6 +20,7 @@ leader's pid is the group id, and it cannot be handed to another process before 
 from __future__ import annotations
 
 import os
+import ctypes
 import signal
 import subprocess
 import sys
@@ -108,6 +109,16 @@ def _signal_name(signum: int) -> str:
         return f"signal {signum}"
 
 
+def _die_with_launcher() -> None:
+    """In the child before exec: ask Linux to SIGKILL it if the launcher dies, even by SIGKILL,
+    so that no rank outlives its supervisor holding a device. Elsewhere: nothing (best effort)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 class _Worker:
     """One running worker (leader of its own process group) and the thread pumping its output."""
 
@@ -127,6 +138,7 @@ class _Worker:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 bufsize=0,
+                preexec_fn=_die_with_launcher,
             )
         except BaseException:
             log.close()

@@ -73,7 +73,7 @@ def test_resume_ends_with_the_weights_of_an_uninterrupted_run(tmp_path: Path) ->
     assert max(relative_difference(a[k], b[k]) for k in a) < 1e-6
 
 
-def _recover(source: Path, dest: Path, ranks: int, **extra: object) -> "object":
+def _recover(source: Path, dest: Path, ranks: int, **extra: object) -> object:
     """A recovery-only job on ``ranks`` ranks from a copy of a trained run's checkpoints."""
     if not dest.exists():
         shutil.copytree(source / "checkpoints", dest / "checkpoints")
