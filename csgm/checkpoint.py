@@ -7,6 +7,7 @@ renamed into place only when complete, so a crash mid-write leaves nothing that 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -61,8 +62,14 @@ class CheckpointStore:
         final = self.folder / f"{PREFIX}{epoch:05d}"
         tmp = self.folder / f".tmp-{PREFIX}{epoch:05d}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
-        self.checkpoint.write(str(tmp / "ckpt"))
-        atomic_write_json(tmp / "meta.json", dict(meta, epoch=epoch))
+        try:
+            self.checkpoint.write(str(tmp / "ckpt"))
+            atomic_write_json(tmp / "meta.json", dict(meta, epoch=epoch))
+        except (tf.errors.OpError, OSError) as e:
+            shutil.rmtree(tmp, ignore_errors=True)  # never leave a partial checkpoint behind
+            full = "No space left" in str(e) or getattr(e, "errno", None) == errno.ENOSPC
+            raise OSError(errno.ENOSPC if full else errno.EIO,
+                          "No space left on device" if full else first_line(e), str(tmp)) from None
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)

@@ -26,6 +26,11 @@ LOCAL_SIZE = "LOCAL_SIZE"
 CROSS_RANK = "CROSS_RANK"
 CROSS_SIZE = "CROSS_SIZE"
 PORT = "CSGM_PORT"
+HEARTBEAT = "CSGM_HEARTBEAT_FILE"
+
+
+def heartbeat_file(spec: JobSpec, rank: int) -> Path:
+    return spec.run_dir / "logs" / "heartbeat" / f"rank_{rank}"
 
 
 def rank_env(slot: Slot, spec: JobSpec, base: Mapping[str, str], table: RankTable, rank_table_file: Path,
@@ -42,6 +47,7 @@ def rank_env(slot: Slot, spec: JobSpec, base: Mapping[str, str], table: RankTabl
         CROSS_SIZE: str(slot.server_count),
         SPEC_FILE: str(Path(spec_file).resolve()),
         PORT: str(spec.launch.port),
+        HEARTBEAT: str(heartbeat_file(spec, slot.rank).resolve()),
         "PYTHONUNBUFFERED": "1",
     })
     if spec.backend == "horovod":

@@ -64,7 +64,8 @@ def build_workers(spec: JobSpec, slots: Sequence[Slot], table: rank_table.RankTa
     job_id = base_env.get("JOB_ID") or spec.name
     cmd = worker_command(command)
     return [WorkerSpec(rank=s.rank, cmd=cmd,
-                       env=rank_environment.rank_env(s, spec, base_env, table, table_file, spec_file, job_id))
+                       env=rank_environment.rank_env(s, spec, base_env, table, table_file, spec_file, job_id),
+                       heartbeat=rank_environment.heartbeat_file(spec, s.rank))
             for s in slots]
 
 

@@ -56,6 +56,10 @@ class WorkerSpec:
     """The complete environment of the worker (PYTHONUNBUFFERED=1 is added if missing)."""
     cwd: str | None = None
     """Working directory; None keeps the launcher's."""
+    heartbeat: Path | None = None
+    """A file the worker touches while it is alive (job.worker does, every second). With a stall
+    timeout, a worker counts as stalled only when neither its output nor this file moved: a rank
+    blocked in a collective waiting for a frozen peer keeps beating, the frozen one does not."""
 
 
 @dataclass(frozen=True)
@@ -147,6 +151,16 @@ class _Worker:
         self.pump = LogPump(spec.rank, self.proc.stdout, log, console)
         self.pump.start()
 
+    def quiet_for(self, now: float) -> float:
+        """Seconds since the worker last printed or (if it has one) touched its heartbeat file."""
+        quiet = now - self.pump.last_output
+        if self.spec.heartbeat is not None:
+            try:
+                quiet = min(quiet, time.time() - os.stat(self.spec.heartbeat).st_mtime)
+            except OSError:
+                pass  # not written yet: output alone counts
+        return quiet
+
     @property
     def reaped(self) -> bool:
         return self.proc.returncode is not None
@@ -227,8 +241,9 @@ class WorkerGroup:
                 returncode = w.reap()
                 if returncode != 0:
                     failures.append(w.exit_failure(returncode))
-            elif stall_timeout_s is not None and now - w.pump.last_output > stall_timeout_s:
-                failures.append(w.failure(f"made no progress for {stall_timeout_s:g} s (no output)"))
+            elif stall_timeout_s is not None and w.quiet_for(now) > stall_timeout_s:
+                what = "no output, no heartbeat" if w.spec.heartbeat else "no output"
+                failures.append(w.failure(f"made no progress for {stall_timeout_s:g} s ({what})"))
         failures.sort(key=_root_cause_order)
         return not failures and not self.live(), failures
 

@@ -81,3 +81,17 @@ def checkpoint_arrays(run_dir: Path, contains: Sequence[str] = ("model", "optimi
 
 def relative_difference(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(a.astype(np.float64) - b) / max(np.linalg.norm(b.astype(np.float64)), 1e-30))
+
+
+def stop(proc: subprocess.Popen, grace: float = 15.0) -> None:
+    """Stop a launcher started with popen_launcher as a user would: SIGTERM (it stops its ranks),
+    then SIGKILL of its group if it does not exit in time."""
+    import signal
+
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

@@ -14,7 +14,7 @@ from typing import Dict, List
 import numpy as np
 import pytest
 
-from tests.jobutil import checkpoint_arrays, popen_launcher, relative_difference, run_launcher, sets
+from tests.jobutil import checkpoint_arrays, popen_launcher, relative_difference, run_launcher, sets, stop
 
 SPEC = "configs/smoke.yaml"
 TINY_TRAIN = dict(data__train_limit=800, train__log_every=4, devices__threads=1)
@@ -125,9 +125,7 @@ def test_killed_recovery_keeps_finished_units_and_completes_on_rerun(trained: Pa
         os.kill(victim, signal.SIGKILL)
         assert launcher.wait(timeout=60) != 0
     finally:
-        if launcher.poll() is None:
-            os.killpg(launcher.pid, signal.SIGKILL)
-            launcher.wait()
+        stop(launcher)
     kept = _unit_files(run)
     assert 4 <= len(kept) < 24 and not list((run / "recovery/units").glob(".*.tmp"))
     rerun = run_launcher(SPEC, *args)

@@ -1,0 +1,72 @@
+"""Data-parallel training throughput on this machine, one run:
+
+    python -m bench.scaling [--epochs 15]
+
+One rank with one thread against two ranks with one thread each, for the tf and horovod backends,
+in fp32 and mixed precision; aggregate examples/s (all ranks), the scaling ratio, and the share of
+each step spent in the gradient all-reduce (timed alone by bench.allreduce_probe).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import re
+import shutil
+import subprocess
+import sys
+from typing import Dict
+
+from bench.common import ENV, REPO, RESULTS, launch, save, table
+
+SPEC = "configs/mnist_1p.yaml"
+
+
+def examples_per_sec(name: str, backend: str, ranks: int, precision: str, epochs: int) -> float:
+    out = RESULTS / "scaling_work" / name
+    shutil.rmtree(out, ignore_errors=True)  # a leftover run would resume and train nothing
+    launch(SPEC, {"output_dir": out, "stages": "[train]", "train.epochs": epochs, "backend": backend,
+                  "devices.count": ranks, "devices.threads": 1, "train.precision": precision,
+                  "train.checkpoint_every": 1000, "train.log_every": 100}, "--console-ranks", "0")
+    metrics = json.loads((out / "train_metrics.json").read_text())
+    return float(metrics["examples_per_sec"])
+
+
+def allreduce_ms(backend: str) -> float:
+    result = subprocess.run(
+        [sys.executable, "-m", "launcher", SPEC, "--set", f"backend={backend}", "--set", "devices.count=2",
+         "--set", "devices.threads=1", "--set", f"output_dir={RESULTS / 'scaling_work' / ('probe_' + backend)}",
+         "--", sys.executable, "-m", "bench.allreduce_probe"],
+        cwd=REPO, env=ENV, text=True, capture_output=True, timeout=600)
+    times = [float(v) for v in re.findall(r"ALLREDUCE_MS ([\d.]+)", result.stdout)]
+    if result.returncode != 0 or not times:
+        raise RuntimeError(result.stdout[-2000:] + result.stderr[-2000:])
+    return max(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--epochs", type=int, default=15)
+    args = parser.parse_args()
+    backends = ["tf"] + (["horovod"] if importlib.util.find_spec("horovod") else [])
+    results: Dict[str, Dict[str, float]] = {}
+    rows = [["backend", "precision", "1 rank ex/s", "2 ranks ex/s", "ratio", "all-reduce ms", "share of step"]]
+    for precision in ("fp32", "mixed"):
+        one = examples_per_sec(f"one_{precision}", "local", 1, precision, args.epochs)
+        for backend in backends:
+            two = examples_per_sec(f"{backend}_{precision}", backend, 2, precision, args.epochs)
+            reduce_ms = allreduce_ms(backend)
+            step_ms = 1000.0 * 200 / two  # one step: 100 examples on each of 2 ranks
+            results[f"{backend}_{precision}"] = {"one_rank": one, "two_ranks": two, "ratio": two / one,
+                                                 "allreduce_ms": reduce_ms, "step_ms": step_ms,
+                                                 "allreduce_share": reduce_ms / step_ms}
+            rows.append([backend, precision, f"{one:.0f}", f"{two:.0f}", f"{two / one:.2f}x",
+                         f"{reduce_ms:.1f}", f"{100 * reduce_ms / step_ms:.0f}%"])
+    print(table(rows))
+    best = max(results.values(), key=lambda r: r["ratio"])
+    print(f"best two-rank scaling: {best['ratio']:.2f}x (target >= 1.7x); saved {save('scaling', results)}")
+
+
+if __name__ == "__main__":
+    main()
