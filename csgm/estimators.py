@@ -30,6 +30,7 @@ class CsgmSolver:
             tf.TensorSpec([], tf.float32),              # zprior weight
             tf.TensorSpec([], tf.int32),                # iterations
             tf.TensorSpec([], tf.float32),              # learning rate
+            tf.TensorSpec([], tf.float32),              # early-stop tolerance, 0: off
         ])
 
     def _losses(self, a: tf.Tensor, y: tf.Tensor, z: tf.Tensor, weight: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
@@ -40,28 +41,40 @@ class CsgmSolver:
         m_loss = tf.reduce_mean(tf.square(y[None] - y_hat), axis=-1)
         return m_loss + weight * tf.reduce_sum(tf.square(z), axis=-1), tf.reshape(x, [r, b, 784])
 
-    def _solve_graph(self, a, y, z0, weight, iters, lr):
-        def step(i, z, m, v):
+    def _solve_graph(self, a, y, z0, weight, iters, lr, tol):
+        def step(i, z, m, v, previous, _change):
             with tf.GradientTape() as tape:
                 tape.watch(z)
-                total = tf.reduce_sum(self._losses(a, y, z, weight)[0])
+                losses = self._losses(a, y, z, weight)[0]
+                total = tf.reduce_sum(losses)
             grad = tape.gradient(total, z)
             z, m, v = adam_update(z, grad, m, v, i + 1, lr)
-            return i + 1, z, m, v
+            # The largest relative change of any restart's loss: the early stop's criterion.
+            change = tf.reduce_max(tf.abs(losses - previous) / (tf.abs(previous) + 1e-12))
+            return i + 1, z, m, v, losses, change
+
+        def going(i, *state):
+            return tf.logical_and(i < iters, tf.logical_or(tol <= 0.0, state[-1] >= tol))
 
         zeros = tf.zeros_like(z0)
-        _, z, _, _ = tf.while_loop(lambda i, *_: i < iters, step, (tf.constant(0), z0, zeros, zeros))
+        start = (tf.constant(0), z0, zeros, zeros, tf.fill(tf.shape(z0)[:2], np.float32(1e30)),  # finite: no inf/inf
+                 tf.constant(np.inf, tf.float32))
+        _, z, _, _, _, _ = tf.while_loop(going, step, start)
         losses, x = self._losses(a, y, z, weight)
         best = tf.argmin(losses, axis=0, output_type=tf.int32)           # [B]
         pick = tf.stack([best, tf.range(tf.shape(best)[0])], axis=1)
         return tf.gather_nd(x, pick), tf.gather_nd(losses, pick)
 
     def solve(self, a: np.ndarray, y: np.ndarray, z0: np.ndarray, zprior_weight: float, iters: int,
-              learning_rate: float) -> Tuple[np.ndarray, np.ndarray]:
-        """x_hat [B, 784] and its total loss [B] for measurements y [B, m] = x A + noise."""
+              learning_rate: float, early_stop_tol: float = 0.0) -> Tuple[np.ndarray, np.ndarray]:
+        """x_hat [B, 784] and its total loss [B] for measurements y [B, m] = x A + noise.
+
+        With ``early_stop_tol`` > 0 the loop ends before ``iters`` once no restart's loss changed
+        by more than that fraction in one step. It stops the whole batch together, so results
+        then depend on which images share a batch: off by default."""
         x, loss = self._solve(tf.constant(a), tf.constant(y), tf.constant(z0),
                               tf.constant(zprior_weight, tf.float32), tf.constant(iters, tf.int32),
-                              tf.constant(learning_rate, tf.float32))
+                              tf.constant(learning_rate, tf.float32), tf.constant(early_stop_tol, tf.float32))
         return x.numpy(), loss.numpy()
 
 

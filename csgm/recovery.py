@@ -124,7 +124,7 @@ class RecoveryRunner:
             assert self.solver is not None, "a CSGM unit needs the trained generator"
             z0 = measure.initial_latents(spec, exp, index, self.solver.model.latent_dim)
             x_hat, loss_values = self.solver.solve(a, y, z0, ZPRIOR[unit.method](spec), spec.iters,
-                                                   spec.learning_rate)
+                                                   spec.learning_rate, spec.early_stop_tol)
             losses = [float(v) for v in loss_values]
         seconds = time.perf_counter() - began
         mse = np.mean((x_hat - x) ** 2, axis=1)

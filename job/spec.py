@@ -87,6 +87,9 @@ class RecoverySpec:
     seed: int = option(0, "seed of measurement matrices, noise and restarts", min=0)
     precision: str = option("fp32", "'mixed': bfloat16 generator in the recovery loop",
                             choices=("fp32", "mixed"))
+    early_stop_tol: float = option(0.0, "stop a unit's optimisation once no restart's loss changes by more "
+                                   "than this fraction per step; 0: off (the reference's fixed iters, and "
+                                   "results independent of batching)", min=0.0)
 
     def check(self) -> Optional[Tuple[str, str, str]]:
         if len(set(self.m)) != len(self.m):
@@ -145,6 +148,20 @@ class JobSpec:
         return Path(self.output_dir) if self.output_dir else Path("runs") / self.name
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load, except that a key written twice in one mapping is an error, not last-wins."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> Dict[Any, Any]:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice in one mapping", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def _read_yaml(path: Path) -> Any:
     try:
         text = path.read_text(encoding="utf-8")
@@ -154,13 +171,13 @@ def _read_yaml(path: Path) -> Any:
         raise SpecError(str(path), "", f"cannot read the file ({e})",
                         "Pass a readable UTF-8 YAML file") from None
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: no object construction
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e)
         raise SpecError(str(path), where, f"YAML syntax error: {problem}",
-                        "Fix the YAML syntax (indentation, ':' after keys, quotes)") from None
+                        "Fix the YAML syntax (indentation, ':' after keys, quotes, each key once)") from None
 
 
 def parse_override(text: str) -> Tuple[str, Any]:

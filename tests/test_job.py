@@ -161,3 +161,13 @@ def test_unit_from_another_spec_is_recomputed(trained: Path, tmp_path: Path) -> 
     _ok(again)
     assert "23 of 24 units already done" in again.stdout
     assert np.isfinite(json.loads(corrupt.read_text())["seconds"])
+
+
+def test_checkpoint_of_another_model_shape_is_refused(trained: Path, tmp_path: Path) -> None:
+    run = tmp_path / "other"
+    shutil.copytree(trained / "checkpoints", run / "checkpoints")
+    result = run_launcher(SPEC, *sets(**TINY_TRAIN, output_dir=run, stages="[train]", train__epochs=5,
+                                      train__hidden=100))
+    assert result.returncode == 2
+    assert "holds a model of shape {'latent_dim': 20, 'hidden': 500}" in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1

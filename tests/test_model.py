@@ -379,3 +379,17 @@ def test_lasso_clips_to_unit_interval() -> None:
     assert raw.min() >= 0.0 and raw.max() <= 1.0
     np.testing.assert_array_equal(raw[0, :4], [1.0, 1.0, 0.0, 0.0])
     np.testing.assert_allclose(raw[0, 4:8], 0.5, atol=0.05)
+
+
+def test_early_stop_ends_the_loop_once_losses_settle(small_vae: VAE, solver: CsgmSolver) -> None:
+    """A tolerance no step can satisfy changes nothing; one every step satisfies stops after one step."""
+    rng = np.random.default_rng(7)
+    a = rng.standard_normal((784, 30)).astype(np.float32)
+    y = rng.standard_normal((2, 30)).astype(np.float32)
+    z0 = rng.standard_normal((3, 2, small_vae.latent_dim)).astype(np.float32)
+    full, _ = solver.solve(a, y, z0, 0.1, 50, 0.05)
+    never, _ = solver.solve(a, y, z0, 0.1, 50, 0.05, early_stop_tol=1e-30)
+    np.testing.assert_allclose(never, full, rtol=1e-5, atol=1e-6)
+    one_step, _ = solver.solve(a, y, z0, 0.1, 1, 0.05)
+    at_once, _ = solver.solve(a, y, z0, 0.1, 50, 0.05, early_stop_tol=1e30)
+    np.testing.assert_allclose(at_once, one_step, rtol=1e-5, atol=1e-6)

@@ -52,6 +52,8 @@ BAD_FILES = [
     pytest.param("name: a\ntrain:\n  epochs: 3\n   batch_size: 4\n",
                  r"line 4, column \d+: YAML syntax error: mapping values are not allowed here\. "
                  r"Fix the YAML syntax", id="yaml-syntax-bad-indent"),
+    pytest.param("train:\n  epochs: 2\n  epochs: 3\n", r"line 3, column 3: YAML syntax error: key 'epochs' appears "
+                 r"twice in one mapping", id="duplicate-key"),
     pytest.param("name: [a, b\n", r"line \d+, column \d+: YAML syntax error: .*Fix the YAML syntax",
                  id="yaml-syntax-unclosed-list"),
     pytest.param("- a\n- b\n", r"\(top level\): expected a mapping of keys\. Start the file with keys",
