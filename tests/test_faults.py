@@ -210,15 +210,35 @@ def test_ctrl_c_stops_everything_and_the_rerun_completes(tmp_path: Path, stage: 
     assert (run / "report.json").is_file()
 
 
+def _mount_tmpfs(mount: Path, options: str) -> None:
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)], capture_output=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({made.stderr.decode().strip()})")
+
+
 @pytest.fixture()
 def tiny_disk(tmp_path: Path):
     mount = tmp_path / "disk"
-    mount.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)], capture_output=True)
-    if made.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here ({made.stderr.decode().strip()})")
+    _mount_tmpfs(mount, "size=3m")
     yield mount
     subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.fixture()
+def read_only_disk(tmp_path: Path):
+    mount = tmp_path / "ro"
+    _mount_tmpfs(mount, "size=1m,ro")  # read-only even for root, unlike chmod
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_read_only_output_gives_a_clear_error(read_only_disk: Path) -> None:
+    result = run_launcher(SPEC, *sets(**dict(TRAIN, devices__threads=0), output_dir=read_only_disk / "run",
+                                      train__epochs=1))
+    assert result.returncode != 0
+    assert "Read-only file system" in result.stderr and "output_dir is writable" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_full_disk_gives_a_clear_error_and_no_corrupt_file(tiny_disk: Path) -> None:
