@@ -6,8 +6,9 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -95,3 +96,45 @@ def stop(proc: subprocess.Popen, grace: float = 15.0) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def alive(pid: int) -> bool:
+    """Running and not a zombie (this sandbox's init reaps orphans slowly)."""
+    try:
+        return "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+
+
+def job_pids(run: Path) -> List[int]:
+    """Every live process whose environment names this run's spec (its ranks)."""
+    marker = f"CSGM_SPEC_FILE={run / 'spec.yaml'}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker in (entry / "environ").read_bytes().split(b"\0") and alive(int(entry.name)):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def rank_pid(run: Path, rank: int) -> int:
+    marker = f"RANK_ID={rank}".encode()
+    for pid in job_pids(run):
+        try:
+            if marker in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+                return pid
+        except OSError:
+            continue
+    raise LookupError(f"rank {rank} is not running")
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -10,13 +10,16 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import List
 
 import pytest
 
 from tests.jobutil import (
+    alive,
+    job_pids,
+    rank_pid,
+    wait_for,
     checkpoint_arrays,
     free_port,
     popen_launcher,
@@ -31,50 +34,8 @@ TRAIN = dict(stages="[train]", data__train_limit=800, train__log_every=4, device
              launch__grace_period_s=2, launch__collective_timeout_s=60)
 
 
-def _alive(pid: int) -> bool:
-    """Running and not a zombie (this sandbox's init reaps orphans slowly)."""
-    try:
-        return "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return False
-
-
-def _job_pids(run: Path) -> List[int]:
-    """Every live process whose environment names this run's spec (its ranks)."""
-    marker = f"CSGM_SPEC_FILE={run / 'spec.yaml'}".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if marker in (entry / "environ").read_bytes().split(b"\0") and _alive(int(entry.name)):
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
-
-
-def _rank_pid(run: Path, rank: int) -> int:
-    marker = f"RANK_ID={rank}".encode()
-    for pid in _job_pids(run):
-        try:
-            if marker in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
-                return pid
-        except OSError:
-            continue
-    raise LookupError(f"rank {rank} is not running")
-
-
-def _wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _assert_nothing_left(run: Path) -> None:
-    _wait_for(lambda: not _job_pids(run), 10, f"every process of {run} to end")
+    wait_for(lambda: not job_pids(run), 10, f"every process of {run} to end")
 
 
 def _checkpoint(run: Path, epoch: int) -> bool:
@@ -89,12 +50,12 @@ def test_ranks_die_with_a_sigkilled_launcher(tmp_path: Path) -> None:
     launcher = popen_launcher(SPEC, *sets(devices__count=2, output_dir=tmp_path / "run"),
                               "--", sys.executable, "-c", program)
     try:
-        _wait_for(lambda: len(list(pids.iterdir())) == 2, 60, "both ranks to start")
+        wait_for(lambda: len(list(pids.iterdir())) == 2, 60, "both ranks to start")
         workers = [int(p.name) for p in pids.iterdir()]
     finally:
         os.kill(launcher.pid, signal.SIGKILL)
         launcher.wait()
-    _wait_for(lambda: not any(_alive(pid) for pid in workers), 10, "the ranks to die")
+    wait_for(lambda: not any(alive(pid) for pid in workers), 10, "the ranks to die")
 
 
 def _two_rank_training(run: Path, epochs: int, port: int, *extra: str) -> List[str]:
@@ -110,8 +71,8 @@ def test_killed_rank_restart_resumes_and_matches_an_uninterrupted_run(tmp_path: 
     run = tmp_path / "killed"
     launcher = popen_launcher(SPEC, *_two_rank_training(run, 8, port, "--max-restarts", "1"))
     try:
-        _wait_for(lambda: _checkpoint(run, 2), 180, "the checkpoint of epoch 2")
-        os.kill(_rank_pid(run, 1), signal.SIGKILL)
+        wait_for(lambda: _checkpoint(run, 2), 180, "the checkpoint of epoch 2")
+        os.kill(rank_pid(run, 1), signal.SIGKILL)
         assert launcher.wait(timeout=300) == 0
     finally:
         stop(launcher)
@@ -129,8 +90,8 @@ def test_killed_rank_without_restarts_fails_cleanly(tmp_path: Path) -> None:
     launcher = popen_launcher(SPEC, *_two_rank_training(run, 200, free_port()))
     try:
         log = run / "logs/attempt_0/rank_1.log"
-        _wait_for(lambda: log.is_file() and "step " in log.read_text(), 180, "rank 1 to train")
-        os.kill(_rank_pid(run, 1), signal.SIGKILL)
+        wait_for(lambda: log.is_file() and "step " in log.read_text(), 180, "rank 1 to train")
+        os.kill(rank_pid(run, 1), signal.SIGKILL)
         code = launcher.wait(timeout=60)
     finally:
         stop(launcher)
@@ -169,8 +130,8 @@ def test_frozen_rank_is_named_by_the_heartbeat(tmp_path: Path) -> None:
                               "--set", "launch.stall_timeout_s=6")
     try:
         log = run / "logs/attempt_0/rank_1.log"
-        _wait_for(lambda: log.is_file() and "step " in log.read_text(), 180, "rank 1 to train")
-        frozen = _rank_pid(run, 1)
+        wait_for(lambda: log.is_file() and "step " in log.read_text(), 180, "rank 1 to train")
+        frozen = rank_pid(run, 1)
         os.kill(frozen, signal.SIGSTOP)
         code = launcher.wait(timeout=60)
     finally:
@@ -190,9 +151,9 @@ def test_ctrl_c_stops_everything_and_the_rerun_completes(tmp_path: Path, stage: 
     launcher = popen_launcher(SPEC, *args)
     try:
         if stage == "train":
-            _wait_for(lambda: _checkpoint(run, 1), 180, "a first checkpoint")
+            wait_for(lambda: _checkpoint(run, 1), 180, "a first checkpoint")
         else:
-            _wait_for(lambda: len(list((run / "recovery/units").glob("*.json"))) >= 1
+            wait_for(lambda: len(list((run / "recovery/units").glob("*.json"))) >= 1
                       if (run / "recovery/units").is_dir() else False, 240, "a first recovery unit")
         launcher.send_signal(signal.SIGINT)
         code = launcher.wait(timeout=30)

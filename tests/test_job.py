@@ -14,7 +14,15 @@ from typing import Dict, List
 import numpy as np
 import pytest
 
-from tests.jobutil import checkpoint_arrays, popen_launcher, relative_difference, run_launcher, sets, stop
+from tests.jobutil import (
+    checkpoint_arrays,
+    popen_launcher,
+    rank_pid,
+    relative_difference,
+    run_launcher,
+    sets,
+    stop,
+)
 
 SPEC = "configs/smoke.yaml"
 TINY_TRAIN = dict(data__train_limit=800, train__log_every=4, devices__threads=1)
@@ -121,8 +129,7 @@ def test_killed_recovery_keeps_finished_units_and_completes_on_rerun(trained: Pa
             time.sleep(0.2)
         assert len(_unit_files(run)) >= 4, "no unit finished in time"
         # SIGKILL one rank: the launcher stops the other; no unit is half-written.
-        victim = next(int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _is_rank(p, run, 1))
-        os.kill(victim, signal.SIGKILL)
+        os.kill(rank_pid(run, 1), signal.SIGKILL)
         assert launcher.wait(timeout=60) != 0
     finally:
         stop(launcher)
@@ -137,14 +144,6 @@ def test_killed_recovery_keeps_finished_units_and_completes_on_rerun(trained: Pa
     reference = tmp_path / "uninterrupted"
     _ok(_recover(trained, reference, 2, recovery__iters=400))
     _assert_same_rows(_rows(run), _rows(reference))
-
-
-def _is_rank(proc: Path, run: Path, rank: int) -> bool:
-    try:
-        environ = set((proc / "environ").read_bytes().split(b"\0"))
-    except OSError:
-        return False
-    return {f"RANK_ID={rank}".encode(), f"CSGM_SPEC_FILE={run / 'spec.yaml'}".encode()} <= environ
 
 
 def test_unit_from_another_spec_is_recomputed(trained: Path, tmp_path: Path) -> None:
