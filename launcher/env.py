@@ -35,7 +35,7 @@ def heartbeat_file(spec: JobSpec, rank: int) -> Path:
 
 def rank_env(slot: Slot, spec: JobSpec, base: Mapping[str, str], table: RankTable, rank_table_file: Path,
              spec_file: Path, job_id: str) -> Dict[str, str]:
-    env = {k: v for k, v in base.items() if k not in SCRUBBED and not k.startswith("HOROVOD_")}
+    env = {k: v for k, v in base.items() if k not in SCRUBBED and k not in horovod_rendezvous.IDENTITY_KEYS}
     env.update({
         "RANK_TABLE_FILE": str(Path(rank_table_file).resolve()),
         "RANK_ID": str(slot.rank),

@@ -14,6 +14,15 @@ from typing import Dict, List, Optional, Sequence
 from rank_table import RankTable
 
 
+# What rank_env sets: who this rank is and where the rendezvous is. Inherited values of these are
+# dropped by launcher.env; other HOROVOD_* variables (tuning: HOROVOD_FUSION_THRESHOLD,
+# HOROVOD_CYCLE_TIME, ...) pass through to the ranks.
+IDENTITY_KEYS = ("HOROVOD_HOSTNAME", "HOROVOD_RANK", "HOROVOD_SIZE", "HOROVOD_LOCAL_RANK", "HOROVOD_LOCAL_SIZE",
+                 "HOROVOD_CROSS_RANK", "HOROVOD_CROSS_SIZE", "HOROVOD_GLOO_RENDEZVOUS_ADDR",
+                 "HOROVOD_GLOO_RENDEZVOUS_PORT", "HOROVOD_CONTROLLER", "HOROVOD_CPU_OPERATIONS",
+                 "HOROVOD_GLOO_IFACE", "HOROVOD_GLOO_TIMEOUT_SECONDS")
+
+
 def cross_ranks(table: RankTable, server_index: int, local_rank: int) -> tuple[int, int]:
     """Horovod's cross rank and size: among the servers that have a ``local_rank``-th device."""
     having = [i for i, s in enumerate(table.servers) if len(s.devices) > local_rank]

@@ -100,7 +100,7 @@ def test_npu_rank_variables(server_id: str, expected: List[Tuple[int, int, int, 
         assert env["CSGM_PORT"] == "29500"
         assert env["PYTHONUNBUFFERED"] == "1"
         assert "CUDA_VISIBLE_DEVICES" not in env
-        assert not any(k.startswith("HOROVOD_") for k in env)
+        assert not any(k in env for k in HOROVOD_KEYS)  # identity: never inherited
 
 
 def test_npu_hccl_timeouts_default_from_spec() -> None:
@@ -125,7 +125,7 @@ def test_inherited_variables_are_scrubbed(kind: str, backend: str) -> None:
         for key in ("POD_NAME", "CM_CHIEF_IP", "CM_CHIEF_PORT", "CM_CHIEF_DEVICE", "CM_WORKER_SIZE",
                     "CM_WORKER_IP", "TF_CONFIG"):
             assert key not in env, key
-        assert not any(k.startswith("HOROVOD_") for k in env)
+        assert not any(k in env for k in HOROVOD_KEYS)  # identity: never inherited
         # the rank's own values, not the inherited 99s
         assert env["RANK_ID"] != "99" and env["RANK_SIZE"] == "8"
         if kind == "npu":
@@ -204,7 +204,7 @@ def test_horovod_variables(server_id: str, ranks: List[str], cross_rank: str) ->
             "HOROVOD_GLOO_IFACE": "lo",                   # loopback server ids
             "HOROVOD_GLOO_TIMEOUT_SECONDS": "90",
         }
-        assert {k: v for k, v in env.items() if k.startswith("HOROVOD_")} == expected
+        assert {k: v for k, v in env.items() if k in HOROVOD_KEYS} == expected
         assert env["RANK_ID"] == rank and env["CROSS_RANK"] == cross_rank
         assert env["CUDA_VISIBLE_DEVICES"] == ""
 
@@ -379,3 +379,10 @@ def test_board_eta(steps: List[Tuple[float, int, int, int]], expected: str) -> N
         clock.now = start + at
         board.on_line(rank, _unit(done, total))
     assert out[-1].endswith(expected)
+
+
+def test_horovod_tuning_variables_pass_through() -> None:
+    spec = _spec(backend="horovod", devices={"type": "cpu", "count": 2})
+    base = {"HOROVOD_FUSION_THRESHOLD": "1048576", "HOROVOD_RANK": "99"}
+    env = _envs(spec, local_table(2), "127.0.0.1", base)[0]
+    assert env["HOROVOD_FUSION_THRESHOLD"] == "1048576" and env["HOROVOD_RANK"] == "0"
