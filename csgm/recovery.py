@@ -23,7 +23,7 @@ from csgm import measure
 from csgm.data import Dataset
 from csgm.estimators import CsgmSolver, lasso
 from job.files import atomic_write_bytes, atomic_write_json
-from job.spec import RecoverySpec
+from job.spec import RecoverySpec, SpecError
 
 log = logging.getLogger(__name__)
 ZPRIOR = {"vae": lambda spec: 0.0, "vae_reg": lambda spec: spec.zprior_weight}
@@ -55,8 +55,8 @@ class Unit:
 
 def plan(spec: RecoverySpec, n_available: int) -> List[Unit]:
     if spec.images > n_available:
-        raise ValueError(f"recovery.images: {spec.images} but only {n_available} held-out images "
-                         "exist. Lower recovery.images or raise data.heldout")
+        raise SpecError("job spec", "recovery.images", f"{spec.images} but only {n_available} held-out "
+                        "images exist", "Lower recovery.images or raise data.heldout")
     return [Unit(exp.measurement, exp.m, method, first, min(first + spec.batch_size, spec.images))
             for exp in measure.experiments(spec)
             for method in spec.methods

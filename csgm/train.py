@@ -26,7 +26,7 @@ from csgm.data import Dataset
 from csgm.images import grid, save_png
 from csgm.model import VAE, compute_dtype, vae_loss
 from csgm.optim import Adam
-from job.spec import TrainSpec
+from job.spec import SpecError, TrainSpec
 
 log = logging.getLogger(__name__)
 SAMPLE_COUNT = 64
@@ -147,8 +147,8 @@ class Trainer:
         n = len(self.data.train)
         per_epoch = steps_per_epoch(n, spec.batch_size, backend.size)
         if per_epoch == 0 and spec.epochs > 0:
-            raise ValueError(f"train.batch_size: {spec.batch_size} x {backend.size} ranks is more "
-                             f"than the {n} training images. Lower train.batch_size")
+            raise SpecError("job spec", "train.batch_size", f"{spec.batch_size} x {backend.size} ranks is "
+                            f"more than the {n} training images", "Lower train.batch_size")
         start = self.resume()
         global_batch = spec.batch_size * backend.size
         timed_examples, timed_seconds, last_loss = 0, 0.0, None

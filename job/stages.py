@@ -8,21 +8,22 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from csgm.backends import Backend, make_backend
 from csgm.checkpoint import CheckpointError, CheckpointStore
-from csgm.data import Dataset, load_dataset
+from csgm.data import DataError, Dataset, load_dataset
 from csgm.estimators import CsgmSolver
 from csgm.model import VAE, use_xla
 from csgm.recovery import RecoveryRunner, UnitStore, plan, shard
-from csgm.report import write_report
+from csgm.report import MissingUnits, write_report
 from csgm.train import Trainer, checkpoint_id
 from job.files import atomic_write_json
-from job.spec import JobSpec, RecoverySpec, spec_digest
+from job.spec import JobSpec, RecoverySpec, SpecError, spec_digest
 from job.schema import to_data
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,24 @@ def _read_json(path: Path) -> Dict[str, Any]:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
+
+
+def report_errors(action: Callable[[], None], run_dir: Path) -> int:
+    """Run ``action``; turn what a user can fix into one ``error:`` line and an exit code.
+
+    Bad input (spec, data, checkpoint, unfinished units) exits 2; an output folder that is full or
+    read-only exits 1. Anything else is a bug and keeps its traceback.
+    """
+    try:
+        action()
+    except (SpecError, DataError, CheckpointError, MissingUnits) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"error: {e.filename or run_dir}: {e.strerror or e}. Check that output_dir is writable and "
+              "has space; finished work is kept and a rerun continues from it", file=sys.stderr)
+        return 1
+    return 0
 
 
 def run_stages(spec: JobSpec, backend: Optional[Backend] = None) -> None:

@@ -38,28 +38,21 @@ def main() -> int:
 
     setup_logging()
     from csgm.backends import make_backend
-    from csgm.checkpoint import CheckpointError
-    from csgm.data import DataError
-    from csgm.report import MissingUnits
-    from job.spec import SpecError, load_spec
-    from job.stages import run_stages
+    from job.spec import load_spec
+    from job.stages import report_errors, run_stages
 
     log = logging.getLogger("job")
-    try:
-        spec = load_spec(os.environ["CSGM_SPEC_FILE"])
+    spec_file = os.environ["CSGM_SPEC_FILE"]
+
+    def run() -> None:
+        spec = load_spec(spec_file)
         backend = make_backend(spec, os.environ)
         log.info("rank %s of %s: backend %s, device %s", backend.rank, backend.size, backend.name,
                  spec.devices.type)
         run_stages(spec, backend)
         backend.close()
-    except (SpecError, DataError, CheckpointError, MissingUnits) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:  # e.g. the output disk is full or read-only
-        print(f"error: {e.filename or 'output'}: {e.strerror or e}. Check that output_dir is writable "
-              "and has space; finished work is kept and a rerun continues from it", file=sys.stderr)
-        return 1
-    return 0
+
+    return report_errors(run, Path(spec_file).parent)
 
 
 if __name__ == "__main__":

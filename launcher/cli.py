@@ -113,22 +113,16 @@ def run_single(spec: JobSpec, dry_run: bool) -> int:
         log.info("single-card mode: one rank, so backend %s is not needed; running locally", spec.backend)
     for line in describe_plan(spec):
         log.info("%s", line)
-    from csgm.checkpoint import CheckpointError
-    from csgm.data import DataError
-    from csgm.report import MissingUnits
     from job.files import atomic_write_text
-    from job.stages import run_stages
+    from job.stages import report_errors, run_stages
 
-    try:
+    def run() -> None:
         atomic_write_text(spec.run_dir / "spec.yaml", spec_to_yaml(spec))
         run_stages(spec)
-    except (DataError, CheckpointError, MissingUnits) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except OSError as e:
-        print(f"error: {e.filename or spec.run_dir}: {e.strerror or e}. Check that output_dir is "
-              "writable and has space", file=sys.stderr)
-        return EXIT_FAILED
+
+    code = report_errors(run, spec.run_dir)
+    if code:
+        return code
     log.info("done: %s", spec.run_dir / ("report.md" if "recover" in spec.stages else ""))
     return 0
 

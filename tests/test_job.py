@@ -170,3 +170,11 @@ def test_checkpoint_of_another_model_shape_is_refused(trained: Path, tmp_path: P
     assert result.returncode == 2
     assert "holds a model of shape {'latent_dim': 20, 'hidden': 500}" in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_more_recovery_images_than_held_out_is_one_line_error(tmp_path: Path) -> None:
+    result = run_launcher(SPEC, *sets(output_dir=tmp_path / "run", stages="[recover]", recovery__methods="[lasso]",
+                                      recovery__images=2000))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == ("error: job spec: recovery.images: 2000 but only 1000 held-out images exist. "
+                                     "Lower recovery.images or raise data.heldout")
