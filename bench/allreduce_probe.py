@@ -22,25 +22,33 @@ with backend.scope():
     model = VAE(spec.train.latent_dim, spec.train.hidden)
 
 
-def reduce_once() -> tf.Tensor:
-    grads = [tf.ones_like(w) * float(backend.rank + 1) for w in model.weights]  # gradient-shaped
+def reduce_once(scale: tf.Tensor) -> tf.Tensor:
+    # Gradient-shaped tensors that depend on the call's argument: with constant inputs Grappler
+    # would fold the whole all-reduce into a constant at trace time and time nothing.
+    grads = [tf.ones_like(w) * (scale * float(backend.rank + 1)) for w in model.weights]
     return tf.add_n([tf.reduce_sum(g) for g in backend.all_reduce_mean(grads)])  # every result used
 
 
-@tf.function
-def reduce_one() -> tf.Tensor:
-    return backend.run(reduce_once)
+@tf.function(input_signature=[tf.TensorSpec([], tf.float32)])
+def reduce_one(scale: tf.Tensor) -> tf.Tensor:
+    return backend.run(reduce_once, scale)
 
 
+def check(scale: float, value: float) -> None:
+    """Rank r contributes scale * (r + 1) everywhere: the mean is scale * (size + 1) / 2."""
+    expected = scale * N_WEIGHTS * (backend.size + 1) / 2
+    assert abs(value - expected) < 1e-3 * expected, f"the all-reduce gave {value}, not {expected}"
+
+
+N_WEIGHTS = sum(int(w.shape.num_elements()) for w in model.weights)
 # One compiled all-reduce per call, each waited for on the host: asynchronous engines (Horovod's
-# background thread) cannot hide work from this timing.
-for _ in range(5):
-    reduce_one().numpy()
-# Sanity: rank r contributes r + 1 everywhere, so the mean is (size + 1) / 2 in every element.
-expected = sum(int(w.shape.num_elements()) for w in model.weights) * (backend.size + 1) / 2
-assert abs(float(reduce_one().numpy()) - expected) < 1e-3 * expected, "the all-reduce did not reduce"
+# background thread) cannot hide work from this timing. A new scale every call, every result checked.
+for i in range(5):
+    check(1.0 + i, float(reduce_one(tf.constant(1.0 + i)).numpy()))
 began = time.perf_counter()
-for _ in range(ITERATIONS):
-    reduce_one().numpy()
-print(f"ALLREDUCE_MS {1000 * (time.perf_counter() - began) / ITERATIONS:.3f}", flush=True)
+values = [float(reduce_one(tf.constant(float(i % 7 + 1))).numpy()) for i in range(ITERATIONS)]
+elapsed = time.perf_counter() - began
+for i, value in enumerate(values):
+    check(float(i % 7 + 1), value)
+print(f"ALLREDUCE_MS {1000 * elapsed / ITERATIONS:.3f}", flush=True)
 backend.close()
