@@ -233,7 +233,18 @@ def load_spec(path: Any, overrides: Sequence[str] = ()) -> JobSpec:
     except SpecError as e:
         if any(e.path == k or e.path.startswith(k + "[") for k in overridden):
             raise SpecError("--set", e.path, e.problem, e.fix) from None
+        if overridden and _valid_without_overrides(path):
+            # A check across keys failed only because of an override: name both places.
+            raise SpecError(f"{e.source} with --set {', '.join(overridden)}", e.path, e.problem, e.fix) from None
         raise
+
+
+def _valid_without_overrides(path: Path) -> bool:
+    try:
+        build(JobSpec, _read_yaml(path) or {}, str(path))
+    except SpecError:
+        return False
+    return True
 
 
 def spec_to_yaml(spec: JobSpec) -> str:

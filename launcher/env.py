@@ -8,7 +8,7 @@ lookup) and never the rank-table-free CM_* variables (the two schemes must not b
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, Mapping
+from typing import Dict, Mapping, Optional
 
 from job.spec import JobSpec
 from launcher import horovod_rendezvous
@@ -60,10 +60,24 @@ def rank_env(slot: Slot, spec: JobSpec, base: Mapping[str, str], table: RankTabl
         env["HCCL_CONNECT_TIMEOUT"] = str(spec.hccl.connect_timeout_s)
         env["HCCL_EXEC_TIMEOUT"] = str(spec.hccl.exec_timeout_s)
     elif kind == "gpu":
-        env["CUDA_VISIBLE_DEVICES"] = str(slot.device_id)
+        env["CUDA_VISIBLE_DEVICES"] = gpu_for(slot, base.get("CUDA_VISIBLE_DEVICES"))
     else:
         env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU rank must not grab a GPU by accident
     return env
+
+
+def gpu_for(slot: Slot, inherited: Optional[str]) -> str:
+    """The GPU a rank may see. Device ids count, as CUDA ordinals do, within the GPUs the launcher
+    itself was given (CUDA_VISIBLE_DEVICES from SLURM or a container runtime): a rank must not
+    escape its job's allocation. Without such a list they are the machine's GPU indices."""
+    visible = [part.strip() for part in (inherited or "").split(",") if part.strip()]
+    if not visible:
+        return str(slot.device_id)
+    if slot.device_id >= len(visible):
+        raise ValueError(f"rank {slot.rank} is on GPU {slot.device_id}, but the launcher may use only "
+                         f"{len(visible)} GPU(s) (CUDA_VISIBLE_DEVICES={inherited}). Lower devices.count, "
+                         "or give the rank table device ids below that count")
+    return visible[slot.device_id]
 
 
 def job_env_keys(env: Mapping[str, str], base: Mapping[str, str]) -> Dict[str, str]:

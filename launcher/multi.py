@@ -92,6 +92,10 @@ def run_ranks(spec: JobSpec, args: argparse.Namespace, command: Sequence[str], t
     except ValueError as e:  # e.g. backend horovod: no network interface carries the server id
         raise LaunchError(str(e)) from None
     console_ranks = parse_console_ranks(args.console_ranks)
+    elsewhere = sorted(set(console_ranks or ()) - {s.rank for s in slots})
+    if elsewhere:  # not an error: every server of a job usually gets the same command line
+        log.warning("--console-ranks: rank(s) %s run on other servers; this server has ranks %s",
+                    ",".join(map(str, elsewhere)), ",".join(str(s.rank) for s in slots))
     max_restarts = spec.launch.max_restarts if args.max_restarts is None else args.max_restarts
     if args.dry_run:
         print(spec_to_yaml(spec), end="")

@@ -150,9 +150,18 @@ def test_rank_env_does_not_modify_base() -> None:
 
 # --- GPU and CPU ------------------------------------------------------------------------------------
 
+def test_gpu_ids_beyond_the_launchers_gpus() -> None:
+    spec = _spec(backend="tf", devices={"type": "gpu", "count": 4})
+    with pytest.raises(ValueError, match=r"^rank 0 is on GPU 4, but the launcher may use only 2 GPU\(s\) "
+                                         r"\(CUDA_VISIBLE_DEVICES=2,3\)\. Lower devices.count"):
+        _envs(spec, NPU_TABLE, "10.0.0.1", dict(KEPT, CUDA_VISIBLE_DEVICES="2,3"))
+
+
 @pytest.mark.parametrize("kind, inherited, expected", [
     ("gpu", None, ["4", "5", "6", "7"]),         # the physical id from the table
-    ("gpu", "2,3", ["4", "5", "6", "7"]),        # replaces whatever the launcher had
+    ("gpu", "0,1,2,3,4,5,6,7", ["4", "5", "6", "7"]),
+    ("gpu", "7,6,5,4,3,2,1,0", ["3", "2", "1", "0"]),  # ids count within the launcher's own list
+    ("gpu", "", ["4", "5", "6", "7"]),
     ("cpu", None, ["", "", "", ""]),             # a CPU rank sees no GPU
     ("cpu", "0", ["", "", "", ""]),
 ])

@@ -138,13 +138,33 @@ def test_non_integer(table_file: Path, rank: str, size: str) -> None:
     ("1", "1", "5"),
     ("2", "4", "0"),    # another server's device
     ("3", "7", "1"),
-    ("0", "", "4"),     # set but empty is still a mismatch
 ])
 def test_device_id_mismatch(table_file: Path, rank: str, device: str, expected: str) -> None:
     with pytest.raises(HcclEnvironmentError,
                        match=rf"^backend hccl: DEVICE_ID={device} but .*hccl\.json gives rank {rank} device "
                              rf"{expected}\. Set DEVICE_ID={expected}$"):
         check_environment(_env(table_file, rank=rank, device=device))
+
+
+@pytest.mark.parametrize("key, value", [("DEVICE_ID", ""), ("DEVICE_ID", "four"), ("ASCEND_DEVICE_ID", "0x1")])
+def test_device_ids_must_be_integers(table_file: Path, key: str, value: str) -> None:
+    with pytest.raises(HcclEnvironmentError, match=rf"^backend hccl: {key}='{value}' must be an integer$"):
+        check_environment(_env(table_file, rank="0", **{key: value}))
+
+
+@pytest.mark.parametrize("rank, device, logical", [("0", "04", "0"), ("1", "5", "1"), ("3", "1", "1"),
+                                                   ("2", "0", "0")])
+def test_device_ids_as_numbers(table_file: Path, rank: str, device: str, logical: str) -> None:
+    """'04' is device 4; ASCEND_DEVICE_ID is any index among the server's devices."""
+    assert check_environment(_env(table_file, rank=rank, device=device, ASCEND_DEVICE_ID=logical))[0] == int(rank)
+
+
+@pytest.mark.parametrize("rank, logical", [("0", "2"), ("3", "5"), ("1", "-1")])
+def test_logical_device_beyond_the_server(table_file: Path, rank: str, logical: str) -> None:
+    with pytest.raises(HcclEnvironmentError,
+                       match=rf"^backend hccl: ASCEND_DEVICE_ID={logical} but server 10\.0\.0\.[12] has 2 "
+                             r"device\(s\) in .*hccl\.json\. Set it to the rank's index among them \(0\.\.1\)$"):
+        check_environment(_env(table_file, rank=rank, ASCEND_DEVICE_ID=logical))
 
 
 def test_checks_come_in_order(tmp_path: Path, table_file: Path) -> None:

@@ -312,6 +312,14 @@ def test_console_ranks_filter(tmp_path: Path) -> None:
         assert log.read_text().splitlines() == [f"RANK_ID={rank}", "RANK_SIZE=2", f"LOCAL_RANK={rank}", "echo done"]
 
 
+def test_console_ranks_on_other_servers_are_named(tmp_path: Path) -> None:
+    result = launch("configs/smoke.yaml", "--set", "devices.count=2", "--set", f"output_dir={tmp_path}",
+                    "--console-ranks", "1,5", command=ECHO)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "--console-ranks: rank(s) 5 run on other servers; this server has ranks 0,1" in result.stderr + result.stdout
+    assert sorted(rank_lines(result.stdout)) == [1]
+
+
 def test_ctrl_c_stops_every_rank(tmp_path: Path) -> None:
     pid_dir = tmp_path / "pids"
     pid_dir.mkdir()

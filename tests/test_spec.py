@@ -275,6 +275,14 @@ def test_file_error_not_blamed_on_set(tmp_path: Path) -> None:
         load_spec(path, ["train.epochs=2"])
 
 
+def test_cross_key_error_caused_by_set_names_both(tmp_path: Path) -> None:
+    """data.path is the key at fault, but the file alone was valid: the override is named too."""
+    path = _write(tmp_path, "name: fine\n")
+    with pytest.raises(SpecError, match="^" + re.escape(str(path)) + r" with --set data\.source: data\.path: "
+                                        r"data\.source is 'idx' but no folder is given"):
+        load_spec(path, ["data.source=idx"])
+
+
 # --------------------------------------------------------------------------------------------
 # Defaults, round trip, digest
 # --------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ the collectives themselves need Ascend hardware.
 
 from __future__ import annotations
 
-from typing import List, Mapping, Sequence
+from typing import List, Mapping, Optional, Sequence
 
 import tensorflow as tf
 
@@ -44,12 +44,28 @@ def check_environment(environ: Mapping[str, str]) -> tuple[int, int]:
                                    f"{table.world_size} ranks. Set RANK_SIZE={table.world_size}")
     if not 0 <= rank < size:
         raise HcclEnvironmentError(f"backend hccl: RANK_ID={rank} is outside 0..{size - 1}")
-    device = next(d for s in table.servers for d in s.devices if d.rank_id == rank)
-    device_id = environ.get("DEVICE_ID")
-    if device_id is not None and device_id != str(device.device_id):
+    server = next(s for s in table.servers if any(d.rank_id == rank for d in s.devices))
+    device = next(d for d in server.devices if d.rank_id == rank)
+    device_id = _integer(environ, "DEVICE_ID")
+    if device_id is not None and device_id != device.device_id:
         raise HcclEnvironmentError(f"backend hccl: DEVICE_ID={device_id} but {table_file} gives rank "
                                    f"{rank} device {device.device_id}. Set DEVICE_ID={device.device_id}")
+    logical = _integer(environ, "ASCEND_DEVICE_ID")
+    if logical is not None and not 0 <= logical < len(server.devices):
+        raise HcclEnvironmentError(f"backend hccl: ASCEND_DEVICE_ID={logical} but server {server.server_id} "
+                                   f"has {len(server.devices)} device(s) in {table_file}. Set it to the "
+                                   f"rank's index among them (0..{len(server.devices) - 1})")
     return rank, size
+
+
+def _integer(environ: Mapping[str, str], key: str) -> Optional[int]:
+    text = environ.get(key)
+    if text is None:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise HcclEnvironmentError(f"backend hccl: {key}={text!r} must be an integer") from None
 
 
 class HcclBackend(Backend):
