@@ -8,18 +8,19 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Optional
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
 
 
-def launch(spec: str, sets: Dict[str, Any], *extra: str, timeout: float = 3600) -> None:
+def launch(spec: str, sets: Dict[str, Any], *extra: str, timeout: float = 3600,
+           env: Optional[Dict[str, str]] = None) -> None:
     args = [sys.executable, "-m", "launcher", spec]
     for key, value in sets.items():
         args += ["--set", f"{key}={value}"]
-    result = subprocess.run(args + list(extra), cwd=REPO, env=ENV, text=True, capture_output=True,
+    result = subprocess.run(args + list(extra), cwd=REPO, env=dict(ENV, **(env or {})), text=True, capture_output=True,
                             timeout=timeout)
     if result.returncode != 0:
         raise RuntimeError(f"launcher failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
