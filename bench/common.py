@@ -16,14 +16,16 @@ ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
 
 
 def launch(spec: str, sets: Dict[str, Any], *extra: str, timeout: float = 3600,
-           env: Optional[Dict[str, str]] = None) -> None:
+           env: Optional[Dict[str, str]] = None) -> str:
+    """Run the launcher on ``spec`` with ``--set`` overrides; returns its standard output."""
     args = [sys.executable, "-m", "launcher", spec]
     for key, value in sets.items():
         args += ["--set", f"{key}={value}"]
-    result = subprocess.run(args + list(extra), cwd=REPO, env=dict(ENV, **(env or {})), text=True, capture_output=True,
-                            timeout=timeout)
+    result = subprocess.run(args + list(extra), cwd=REPO, env=dict(ENV, **(env or {})), text=True,
+                            capture_output=True, timeout=timeout)
     if result.returncode != 0:
         raise RuntimeError(f"launcher failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result.stdout
 
 
 def _child(fn: Callable[..., Any], args: tuple, queue: multiprocessing.Queue[Any]) -> None:

@@ -15,12 +15,11 @@ import importlib.util
 import json
 import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Dict, Optional
 
-from bench.common import ENV, REPO, RESULTS, launch, save, table
+from bench.common import RESULTS, launch, save, table
 from bench.horovod_timeline import activity_ms, read_events
 
 SPEC = "configs/mnist_1p.yaml"
@@ -51,14 +50,12 @@ def horovod_in_step_ms(precision: str) -> Dict[str, float]:
 
 
 def allreduce_ms(backend: str) -> float:
-    result = subprocess.run(
-        [sys.executable, "-m", "launcher", SPEC, "--set", f"backend={backend}", "--set", "devices.count=2",
-         "--set", "devices.threads=1", "--set", f"output_dir={RESULTS / 'scaling_work' / ('probe_' + backend)}",
-         "--", sys.executable, "-m", "bench.allreduce_probe"],
-        cwd=REPO, env=ENV, text=True, capture_output=True, timeout=600)
-    times = [float(v) for v in re.findall(r"ALLREDUCE_MS ([\d.]+)", result.stdout)]
-    if result.returncode != 0 or not times:
-        raise RuntimeError(result.stdout[-2000:] + result.stderr[-2000:])
+    stdout = launch(SPEC, {"backend": backend, "devices.count": 2, "devices.threads": 1,
+                           "output_dir": RESULTS / "scaling_work" / f"probe_{backend}"},
+                    "--", sys.executable, "-m", "bench.allreduce_probe", timeout=600)
+    times = [float(v) for v in re.findall(r"ALLREDUCE_MS ([\d.]+)", stdout)]
+    if not times:
+        raise RuntimeError(f"the all-reduce probe printed no time:\n{stdout[-2000:]}")
     return max(times)
 
 

@@ -7,6 +7,7 @@ job saves next to its outputs.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import hashlib
 import json
@@ -227,21 +228,22 @@ def load_spec(path: Any, overrides: Sequence[str] = ()) -> JobSpec:
         raise SpecError(str(path), "(top level)", "expected a mapping of keys",
                         "Start the file with keys such as 'name:' and 'train:'")
     overridden = [parse_override(o)[0] for o in overrides]
+    as_written = copy.deepcopy(data)  # apply_overrides edits in place
     data = apply_overrides(data, overrides)
     try:
         return build(JobSpec, data, str(path))
     except SpecError as e:
         if any(e.path == k or e.path.startswith(k + "[") for k in overridden):
             raise SpecError("--set", e.path, e.problem, e.fix) from None
-        if overridden and _valid_without_overrides(path):
+        if overridden and _valid(as_written, path):
             # A check across keys failed only because of an override: name both places.
             raise SpecError(f"{e.source} with --set {', '.join(overridden)}", e.path, e.problem, e.fix) from None
         raise
 
 
-def _valid_without_overrides(path: Path) -> bool:
+def _valid(data: Dict[str, Any], path: Path) -> bool:
     try:
-        build(JobSpec, _read_yaml(path) or {}, str(path))
+        build(JobSpec, data, str(path))
     except SpecError:
         return False
     return True
