@@ -45,7 +45,7 @@ data:
 
 lint: setup-dev
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/vermin --target=3.9- --violations --no-tips --eval-annotations job launcher rank_table csgm k8s bench tests
+	$(VENV)/bin/vermin --target=3.9- --violations --no-tips --eval-annotations common job launcher rank_table csgm k8s bench tests
 
 pytest: setup-dev
 	$(PY) -m pytest -q tests

@@ -11,7 +11,7 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.9",
-    packages=find_packages(include=["job", "job.*", "launcher", "launcher.*", "rank_table",
+    packages=find_packages(include=["common", "common.*", "job", "job.*", "launcher", "launcher.*", "rank_table",
                                     "rank_table.*", "csgm", "csgm.*", "k8s", "k8s.*"]),
     package_data={"k8s": ["schemas/*.json", "*.yaml", "image/*"]},
     install_requires=[

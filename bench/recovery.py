@@ -57,14 +57,14 @@ def reference_side(generator: Path, images: int, iters: int) -> Dict[str, Any]:
     from bench.reference_tf1 import recover
     from csgm import measure
     from csgm.data import Dataset, load_dataset
-    from job.spec import DataSpec, RecoverySpec
+    from csgm.config import DataConfig, RecoveryConfig
     from job.stages import load_generator
 
     model, _ = load_generator(generator)
-    rec = RecoverySpec(images=images, m=(100,), methods=("vae_reg",), restarts=10, iters=iters)
+    rec = RecoveryConfig(images=images, m=(100,), methods=("vae_reg",), restarts=10, iters=iters)
     exp = measure.experiments(rec)[0]
     index = np.arange(images)
-    x = Dataset.as_float(load_dataset(DataSpec()).heldout[:images])
+    x = Dataset.as_float(load_dataset(DataConfig()).heldout[:images])
     decoder = [v.numpy() for layer in (model.dec1, model.dec2, model.dec_out) for v in (layer.w, layer.b)]
     x_hat, seconds = recover(x, measure.matrix(rec, exp), measure.noise(rec, exp, index), decoder,
                              measure.initial_latents(rec, exp, index, model.latent_dim), iters)

@@ -22,9 +22,9 @@ FASHION = Path("/usr/share/datasets/fashion-mnist")
 def reference_rate(steps: int) -> float:
     from bench.reference_tf1 import train_examples_per_sec
     from csgm.data import load_dataset
-    from job.spec import DataSpec
+    from csgm.config import DataConfig
 
-    return train_examples_per_sec(load_dataset(DataSpec()).train, steps)
+    return train_examples_per_sec(load_dataset(DataConfig()).train, steps)
 
 
 def project_rate(steps: int, precision: str, source: str = "sample") -> float:
@@ -35,13 +35,13 @@ def project_rate(steps: int, precision: str, source: str = "sample") -> float:
     from csgm.data import load_dataset
     from csgm.model import use_xla
     from csgm.train import Trainer, steps_per_epoch
-    from job.spec import DataSpec, TrainSpec
+    from csgm.config import DataConfig, TrainConfig
 
-    data_spec = DataSpec() if source == "sample" else DataSpec(source="idx", path=str(FASHION))
+    data_spec = DataConfig() if source == "sample" else DataConfig(source="idx", path=str(FASHION))
     data = load_dataset(data_spec)
     per_epoch = steps_per_epoch(len(data.train), 100, 1)
     epochs = max(2, -(-steps // per_epoch) + 1)
-    spec = TrainSpec(epochs=epochs, precision=precision, log_every=min(per_epoch, 200),
+    spec = TrainConfig(epochs=epochs, precision=precision, log_every=min(per_epoch, 200),
                      checkpoint_every=10_000)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(spec, data, Path(tmp), Backend(), {}, xla=use_xla("cpu", precision))

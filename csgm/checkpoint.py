@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import tensorflow as tf
 
-from job.files import atomic_write_json
+from common.files import atomic_write_json
 
 PREFIX = "epoch-"
 

@@ -16,7 +16,7 @@ from typing import Tuple
 
 import numpy as np
 
-from job.spec import DataSpec
+from csgm.config import DataConfig
 
 IMAGES_MAGIC, LABELS_MAGIC = 0x00000803, 0x00000801
 SIDE = 28
@@ -122,7 +122,7 @@ def read_sample(path: Path) -> Tuple[np.ndarray, np.ndarray]:
     return table[:, :-1].astype(np.uint8), table[:, -1].astype(np.uint8)
 
 
-def load_dataset(spec: DataSpec) -> Dataset:
+def load_dataset(spec: DataConfig) -> Dataset:
     if spec.source == "sample":
         images, _ = read_sample(sample_file())
         if spec.heldout >= len(images):

@@ -9,7 +9,7 @@ from typing import Optional
 import numpy as np
 from PIL import Image
 
-from job.files import atomic_write_bytes
+from common.files import atomic_write_bytes
 
 SIDE = 28
 

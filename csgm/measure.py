@@ -14,7 +14,7 @@ from typing import List
 
 import numpy as np
 
-from job.spec import RecoverySpec
+from csgm.config import RecoveryConfig
 
 SIDE = 28
 PIXELS = SIDE * SIDE
@@ -32,7 +32,7 @@ class Experiment:
         return f"{self.measurement}-m{self.m:03d}"
 
 
-def experiments(spec: RecoverySpec) -> List[Experiment]:
+def experiments(spec: RecoveryConfig) -> List[Experiment]:
     """The experiments of a spec: Gaussian at each m; the other operators fix m themselves."""
     out: List[Experiment] = []
     for kind in spec.measurement:
@@ -47,7 +47,7 @@ def experiments(spec: RecoverySpec) -> List[Experiment]:
     return out
 
 
-def _rng(spec: RecoverySpec, exp: Experiment, *parts: int) -> np.random.Generator:
+def _rng(spec: RecoveryConfig, exp: Experiment, *parts: int) -> np.random.Generator:
     return np.random.default_rng([spec.seed, KINDS.index(exp.measurement), exp.m, *parts])
 
 
@@ -59,7 +59,7 @@ def inpaint_mask(size: int) -> np.ndarray:
     return mask.reshape(PIXELS)
 
 
-def matrix(spec: RecoverySpec, exp: Experiment) -> np.ndarray:
+def matrix(spec: RecoveryConfig, exp: Experiment) -> np.ndarray:
     if exp.measurement == "gaussian":
         a = _rng(spec, exp, _MATRIX).standard_normal((PIXELS, exp.m))
         if spec.gaussian_scale == "paper":
@@ -77,13 +77,13 @@ def matrix(spec: RecoverySpec, exp: Experiment) -> np.ndarray:
     return a.astype(np.float32)
 
 
-def noise(spec: RecoverySpec, exp: Experiment, images: np.ndarray) -> np.ndarray:
+def noise(spec: RecoveryConfig, exp: Experiment, images: np.ndarray) -> np.ndarray:
     """[len(images), m] measurement noise, one seeded draw per image index."""
     return np.stack([_rng(spec, exp, int(i), _NOISE).standard_normal(exp.m) * spec.noise_std
                      for i in images]).astype(np.float32)
 
 
-def initial_latents(spec: RecoverySpec, exp: Experiment, images: np.ndarray, latent_dim: int) -> np.ndarray:
+def initial_latents(spec: RecoveryConfig, exp: Experiment, images: np.ndarray, latent_dim: int) -> np.ndarray:
     """[restarts, len(images), latent_dim] starting points z ~ N(0, I), one seeded draw per image."""
     per_image = [_rng(spec, exp, int(i), _RESTARTS).standard_normal((spec.restarts, latent_dim))
                  for i in images]

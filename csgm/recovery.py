@@ -22,8 +22,9 @@ import numpy as np
 from csgm import measure
 from csgm.data import Dataset
 from csgm.estimators import CsgmSolver, lasso
-from job.files import atomic_write_bytes, atomic_write_json
-from job.spec import RecoverySpec, SpecError
+from common.files import atomic_write_bytes, atomic_write_json
+from common.schema import SpecError
+from csgm.config import RecoveryConfig
 
 log = logging.getLogger(__name__)
 ZPRIOR = {"vae": lambda spec: 0.0, "vae_reg": lambda spec: spec.zprior_weight}
@@ -45,7 +46,7 @@ class Unit:
     def experiment(self) -> measure.Experiment:
         return measure.Experiment(self.measurement, self.m)
 
-    def cost(self, spec: RecoverySpec) -> float:
+    def cost(self, spec: RecoveryConfig) -> float:
         """Relative work, for balancing ranks: a CSGM unit runs restarts x iters generator passes."""
         n = self.stop - self.first
         if self.method == "lasso":
@@ -53,7 +54,7 @@ class Unit:
         return n * spec.restarts * spec.iters * 1.0
 
 
-def plan(spec: RecoverySpec, n_available: int) -> List[Unit]:
+def plan(spec: RecoveryConfig, n_available: int) -> List[Unit]:
     if spec.images > n_available:
         raise SpecError("job spec", "recovery.images", f"{spec.images} but only {n_available} held-out "
                         "images exist", "Lower recovery.images or raise data.heldout")
@@ -63,7 +64,7 @@ def plan(spec: RecoverySpec, n_available: int) -> List[Unit]:
             for first in range(0, spec.images, spec.batch_size)]
 
 
-def shard(units: Sequence[Unit], spec: RecoverySpec, rank: int, world: int) -> List[Unit]:
+def shard(units: Sequence[Unit], spec: RecoveryConfig, rank: int, world: int) -> List[Unit]:
     """Rank ``rank``'s share: largest units first, each to the least-loaded rank (deterministic)."""
     load = [0.0] * world
     mine: List[Unit] = []
@@ -104,7 +105,7 @@ class UnitStore:
 
 
 class RecoveryRunner:
-    def __init__(self, spec: RecoverySpec, data: Dataset, solver: Optional[CsgmSolver], store: UnitStore,
+    def __init__(self, spec: RecoveryConfig, data: Dataset, solver: Optional[CsgmSolver], store: UnitStore,
                  rank: int = 0):
         self.spec, self.data, self.solver, self.store, self.rank = spec, data, solver, store, rank
         self._matrices: Dict[measure.Experiment, np.ndarray] = {}

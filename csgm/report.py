@@ -16,7 +16,7 @@ import numpy as np
 
 from csgm.images import save_png
 from csgm.recovery import Unit, UnitStore
-from job.files import atomic_write_bytes, atomic_write_json, atomic_write_text
+from common.files import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 MATRIX_IMAGES = 10  # images per row of an image matrix
 

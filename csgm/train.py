@@ -26,7 +26,8 @@ from csgm.data import Dataset
 from csgm.images import grid, save_png
 from csgm.model import VAE, compute_dtype, vae_loss
 from csgm.optim import Adam
-from job.spec import SpecError, TrainSpec
+from common.schema import SpecError
+from csgm.config import TrainConfig
 
 log = logging.getLogger(__name__)
 SAMPLE_COUNT = 64
@@ -66,7 +67,7 @@ def checkpoint_id(epoch: int, step: int) -> str:
     return f"epoch-{epoch:05d}@step{step}"
 
 
-def model_shape(spec: TrainSpec) -> Dict[str, int]:
+def model_shape(spec: TrainConfig) -> Dict[str, int]:
     return {"latent_dim": spec.latent_dim, "hidden": spec.hidden}
 
 
@@ -80,7 +81,7 @@ def heldout_recon_mse(model: VAE, images: np.ndarray, seed: int) -> float:
 
 
 class Trainer:
-    def __init__(self, spec: TrainSpec, data: Dataset, run_dir: Path, backend: Backend,
+    def __init__(self, spec: TrainConfig, data: Dataset, run_dir: Path, backend: Backend,
                  meta: Dict[str, Any], xla: bool = False):
         self.spec, self.data, self.backend = spec, data, backend
         self.run_dir = Path(run_dir)

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from job.schema import known_paths, to_data
+from common.schema import known_paths, to_data
 from job.spec import JobSpec
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "spec.md"
@@ -26,7 +26,7 @@ def _allowed(meta: Any) -> str:
 def render() -> str:
     defaults = to_data(JobSpec())
     lines = ["# Job spec reference", "",
-             "Generated from `job/spec.py` by `python -m job.docs`; a test checks it is current.",
+             "Generated from `job/spec.py` and `csgm/config.py` by `python -m job.docs`; a test checks it is current.",
              "Every key is optional; unknown keys are errors. Relative paths are relative to the",
              "current directory. Override any key on the command line: `--set train.epochs=2`.", "",
              "| key | default | allowed | meaning |", "|---|---|---|---|"]

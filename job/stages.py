@@ -14,17 +14,20 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple
 
-from csgm.backends import Backend, make_backend
+from common.exits import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
+from common.files import atomic_write_json
+from common.schema import SpecError, to_data
+from csgm.backends import Backend
 from csgm.checkpoint import CheckpointError, CheckpointStore
+from csgm.config import RecoveryConfig
 from csgm.data import DataError, Dataset, load_dataset
 from csgm.estimators import CsgmSolver
 from csgm.model import VAE, use_xla
 from csgm.recovery import RecoveryRunner, UnitStore, plan, shard
 from csgm.report import MissingUnits, write_report
 from csgm.train import Trainer, checkpoint_id
-from job.files import atomic_write_json
-from job.spec import JobSpec, RecoverySpec, SpecError, spec_digest
-from job.schema import to_data
+from job.backend import make_backend
+from job.spec import JobSpec, spec_digest
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +59,7 @@ def train_stage(spec: JobSpec, data: Dataset, backend: Backend) -> Optional[Gene
     return (trainer.model, trainer.checkpoint_id) if spec.train.epochs > 0 else None
 
 
-def recovery_digest(recovery: RecoverySpec, data: Dict[str, Any], checkpoint_id: str) -> str:
+def recovery_digest(recovery: RecoveryConfig, data: Dict[str, Any], checkpoint_id: str) -> str:
     """What a saved unit depends on; units saved under any other digest are recomputed."""
     return spec_digest({"recovery": to_data(recovery), "data": data, "checkpoint": checkpoint_id})
 
@@ -112,12 +115,12 @@ def report_errors(action: Callable[[], None], run_dir: Path) -> int:
         action()
     except (SpecError, DataError, CheckpointError, MissingUnits) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     except OSError as e:
         print(f"error: {e.filename or run_dir}: {e.strerror or e}. Check that output_dir is writable and "
               "has space; finished work is kept and a rerun continues from it", file=sys.stderr)
-        return 1
-    return 0
+        return EXIT_FAILED
+    return EXIT_OK
 
 
 def run_stages(spec: JobSpec, backend: Optional[Backend] = None) -> None:

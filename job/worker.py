@@ -34,10 +34,10 @@ def start_heartbeat(path: str) -> None:
 def main() -> int:
     if os.environ.get("CSGM_HEARTBEAT_FILE"):
         start_heartbeat(os.environ["CSGM_HEARTBEAT_FILE"])
-    from launcher.cli import setup_logging
+    from common.logs import setup_logging
 
     setup_logging()
-    from csgm.backends import make_backend
+    from job.backend import make_backend
     from job.spec import load_spec
     from job.stages import report_errors, run_stages
 

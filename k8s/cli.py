@@ -7,11 +7,10 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
+from common.exits import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 from job.spec import SpecError
 from k8s import render as r
 from k8s import validate as v
-
-EXIT_OK, EXIT_INVALID, EXIT_BAD_INPUT = 0, 1, 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,13 +68,13 @@ def run_render(args: argparse.Namespace) -> int:
         report(problems)
         print("error: the rendered manifests are invalid (a bug in k8s/render.py); nothing written",
               file=sys.stderr)
-        return EXIT_INVALID
+        return EXIT_FAILED
     if args.check:
         stale = r.differences(files, r.PACKAGE_DIR)
         if stale:
             print(f"error: {', '.join(stale)} in {r.PACKAGE_DIR} differ from the render; run "
                   f"`{options.command_line(r.display_path(args.spec))}`", file=sys.stderr)
-            return EXIT_INVALID
+            return EXIT_FAILED
         print(f"{r.display_path(r.PACKAGE_DIR)}: up to date")
         return EXIT_OK
     if str(args.out) == "-":
@@ -90,7 +89,7 @@ def run_validate(args: argparse.Namespace) -> int:
     problems = v.check_paths(args.paths)
     if problems:
         report(problems)
-        return EXIT_INVALID
+        return EXIT_FAILED
     files = v.manifest_files(args.paths)
     print(f"ok: {len(files)} file(s) valid (Kubernetes {v.KUBERNETES_VERSION} strict schemas, "
           f"Volcano Job schema)")

@@ -13,14 +13,13 @@ import logging
 import sys
 from typing import List, Optional, Sequence, Tuple
 
+from common.exits import EXIT_BAD_INPUT
+from common.logs import setup_logging
+from job.plan import describe_plan
 from job.spec import JobSpec, SpecError, load_spec, spec_to_yaml
+from launcher.errors import LaunchError
 
 log = logging.getLogger("launcher")
-EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
-
-
-class LaunchError(ValueError):
-    """Bad input found by the launcher itself (not by a rank); exit code 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,35 +50,6 @@ def split_command(argv: Sequence[str]) -> Tuple[List[str], List[str]]:
         i = argv.index("--")
         return argv[:i], argv[i + 1:]
     return argv, []
-
-
-def setup_logging() -> None:
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
-    for name in ("launcher", "job", "csgm"):
-        logger = logging.getLogger(name)
-        logger.setLevel(logging.INFO)
-        logger.addHandler(handler)
-        logger.propagate = False
-
-
-def describe_plan(spec: JobSpec) -> List[str]:
-    from csgm.measure import experiments
-
-    lines = [f"job {spec.name}: stages {', '.join(spec.stages)}; backend {spec.backend}; "
-             f"outputs in {spec.run_dir}"]
-    if "train" in spec.stages:
-        t = spec.train
-        lines.append(f"train: {t.epochs} epochs, batch {t.batch_size} per device, lr {t.learning_rate}, "
-                     f"precision {t.precision}, seed {t.seed}")
-    if "recover" in spec.stages:
-        r = spec.recovery
-        exps = experiments(r)
-        batches = -(-r.images // r.batch_size)
-        lines.append(f"recover: {r.images} images x {len(exps)} experiments "
-                     f"({', '.join(e.key for e in exps)}) x methods {', '.join(r.methods)} = "
-                     f"{len(exps) * len(r.methods) * batches} units; {r.restarts} restarts x {r.iters} iterations")
-    return lines
 
 
 def is_single_card(spec: JobSpec, table_path: Optional[str], command: Sequence[str]) -> bool:
@@ -113,7 +83,7 @@ def run_single(spec: JobSpec, dry_run: bool) -> int:
         log.info("single-card mode: one rank, so backend %s is not needed; running locally", spec.backend)
     for line in describe_plan(spec):
         log.info("%s", line)
-    from job.files import atomic_write_text
+    from common.files import atomic_write_text
     from job.stages import report_errors, run_stages
 
     def run() -> None:

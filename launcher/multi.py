@@ -11,11 +11,13 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import rank_table
-from job.files import atomic_write_text
+from common.exits import EXIT_BAD_INPUT, EXIT_FAILED
+from common.files import atomic_write_text
+from job.plan import describe_plan
 from job.spec import JobSpec, spec_to_yaml
 from launcher import env as rank_environment
 from launcher import horovod_rendezvous
-from launcher.cli import EXIT_BAD_INPUT, EXIT_FAILED, LaunchError, describe_plan
+from launcher.errors import LaunchError
 from launcher.progress import ProgressBoard
 from launcher.slots import Slot, SlotError, assign_slots, identify_server, this_host_names
 from launcher.supervise import LauncherInterrupted, WorkerSpec, format_summary, run

@@ -36,7 +36,7 @@ from typing import (
     TextIO,
 )
 
-from job.files import atomic_write_json
+from common.files import atomic_write_json
 
 from .logs import Console, LogPump
 

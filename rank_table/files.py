@@ -14,7 +14,7 @@ from .errors import (
     RankTableNotJSON,
     RankTableNotReady,
 )
-from job.files import atomic_write_json
+from common.files import atomic_write_json
 
 from .model import RankTable
 from .parse import parse_with_rank_base

@@ -21,7 +21,7 @@ from csgm.data import (
     read_idx,
     read_split,
 )
-from job.spec import DataSpec
+from csgm.config import DataConfig
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 needs_fashion = pytest.mark.skipif(
@@ -236,7 +236,7 @@ def test_bad_split(tmp_path: Path, make, message: str) -> None:
 
 @pytest.fixture(scope="module")
 def sample() -> Dataset:
-    return load_dataset(DataSpec(source="sample"))
+    return load_dataset(DataConfig(source="sample"))
 
 
 def _row_hashes(rows: np.ndarray) -> Counter:
@@ -253,7 +253,7 @@ def test_sample_split_sizes(sample: Dataset) -> None:
 
 
 def test_sample_deterministic(sample: Dataset) -> None:
-    again = load_dataset(DataSpec(source="sample"))
+    again = load_dataset(DataConfig(source="sample"))
     np.testing.assert_array_equal(again.train, sample.train)
     np.testing.assert_array_equal(again.heldout, sample.heldout)
 
@@ -271,14 +271,14 @@ def test_sample_split_is_partition(sample: Dataset) -> None:
 
 
 def test_sample_heldout_does_not_depend_on_train_limit(sample: Dataset) -> None:
-    limited = load_dataset(DataSpec(source="sample", train_limit=50))
+    limited = load_dataset(DataConfig(source="sample", train_limit=50))
     assert limited.train.shape == (50, 784)
     np.testing.assert_array_equal(limited.train, sample.train[:50])
     np.testing.assert_array_equal(limited.heldout, sample.heldout)
 
 
 def test_sample_smaller_heldout_is_prefix(sample: Dataset) -> None:
-    small = load_dataset(DataSpec(source="sample", heldout=10))
+    small = load_dataset(DataConfig(source="sample", heldout=10))
     np.testing.assert_array_equal(small.heldout, sample.heldout[:10])
     assert len(small.train) == 4990
 
@@ -286,7 +286,7 @@ def test_sample_smaller_heldout_is_prefix(sample: Dataset) -> None:
 def test_sample_heldout_too_large() -> None:
     with pytest.raises(DataError, match=r"^data\.heldout: 5000 leaves no training images out of the 5000 "
                        r"sample digits\. Set data\.heldout below 5000"):
-        load_dataset(DataSpec(source="sample", heldout=5000))
+        load_dataset(DataConfig(source="sample", heldout=5000))
 
 
 # --------------------------------------------------------------------------------------------
@@ -304,7 +304,7 @@ def small_folder(tmp_path: Path) -> Path:
     (8, None, 30, 8), (3, None, 30, 3), (1, 10, 10, 1), (8, 100, 30, 8),
 ])
 def test_idx_small(small_folder: Path, heldout: int, train_limit, n_train: int, n_heldout: int) -> None:
-    ds = load_dataset(DataSpec(source="idx", path=str(small_folder), heldout=heldout, train_limit=train_limit))
+    ds = load_dataset(DataConfig(source="idx", path=str(small_folder), heldout=heldout, train_limit=train_limit))
     train_images, _ = random_split(30, seed=1)
     test_images, _ = random_split(8, seed=2)
     np.testing.assert_array_equal(ds.train, train_images.reshape(30, 784)[:n_train])
@@ -314,24 +314,24 @@ def test_idx_small(small_folder: Path, heldout: int, train_limit, n_train: int, 
 def test_idx_heldout_too_large(small_folder: Path) -> None:
     with pytest.raises(DataError, match=r"^data\.heldout: 9 is more than the 8 t10k images in .*"
                        r"Set data\.heldout to at most 8"):
-        load_dataset(DataSpec(source="idx", path=str(small_folder), heldout=9))
+        load_dataset(DataConfig(source="idx", path=str(small_folder), heldout=9))
 
 
 def test_idx_not_a_folder(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere"
     with pytest.raises(DataError, match=r"^data\.path: " + re.escape(str(missing)) + r" is not a folder"):
-        load_dataset(DataSpec(source="idx", path=str(missing)))
+        load_dataset(DataConfig(source="idx", path=str(missing)))
 
 
 def test_idx_missing_test_split(tmp_path: Path) -> None:
     write_split(tmp_path, "train", *random_split(3))
     with pytest.raises(DataError, match="^" + re.escape(str(tmp_path)) + r": no t10k-images-idx3-ubyte\.gz"):
-        load_dataset(DataSpec(source="idx", path=str(tmp_path), heldout=1))
+        load_dataset(DataConfig(source="idx", path=str(tmp_path), heldout=1))
 
 
 @pytest.fixture(scope="module")
 def fashion() -> Dataset:
-    return load_dataset(DataSpec(source="idx", path=str(FASHION), heldout=10000))
+    return load_dataset(DataConfig(source="idx", path=str(FASHION), heldout=10000))
 
 
 @needs_fashion
@@ -350,7 +350,7 @@ def test_fashion_labels() -> None:
 @needs_fashion
 @pytest.mark.parametrize("heldout", [1, 300, 1000])
 def test_fashion_heldout_is_first_of_t10k(fashion: Dataset, heldout: int) -> None:
-    ds = load_dataset(DataSpec(source="idx", path=str(FASHION), heldout=heldout, train_limit=5))
+    ds = load_dataset(DataConfig(source="idx", path=str(FASHION), heldout=heldout, train_limit=5))
     np.testing.assert_array_equal(ds.heldout, fashion.heldout[:heldout])
     np.testing.assert_array_equal(ds.train, fashion.train[:5])
 
@@ -358,4 +358,4 @@ def test_fashion_heldout_is_first_of_t10k(fashion: Dataset, heldout: int) -> Non
 @needs_fashion
 def test_fashion_heldout_too_large() -> None:
     with pytest.raises(DataError, match=r"^data\.heldout: 10001 is more than the 10000 t10k images"):
-        load_dataset(DataSpec(source="idx", path=str(FASHION), heldout=10001))
+        load_dataset(DataConfig(source="idx", path=str(FASHION), heldout=10001))

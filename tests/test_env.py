@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import pytest
 
-from job.schema import build
+from common.schema import build
 from job.spec import JobSpec
 from launcher import horovod_rendezvous
 from launcher.env import SCRUBBED, job_env_keys, rank_env

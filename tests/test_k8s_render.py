@@ -9,7 +9,7 @@ from typing import Any, Dict, List, Optional
 import pytest
 import yaml
 
-from job.schema import to_data
+from common.schema import to_data
 from job.spec import load_spec
 from k8s import cli
 from k8s import render as r

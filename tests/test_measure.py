@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 
 from csgm.measure import Experiment, experiments, initial_latents, inpaint_mask, matrix, noise
-from job.spec import RecoverySpec
+from csgm.config import RecoveryConfig
 
 
-def spec(**kw) -> RecoverySpec:
+def spec(**kw) -> RecoveryConfig:
     for key in ("measurement", "m"):
         if key in kw:
             kw[key] = tuple(kw[key])
-    return RecoverySpec(**kw)
+    return RecoveryConfig(**kw)
 
 
 def images(n: int, seed: int = 0) -> np.ndarray:
@@ -47,7 +47,7 @@ def test_experiments(kw, expected) -> None:
 
 
 def test_default_experiments() -> None:
-    got = experiments(RecoverySpec())
+    got = experiments(RecoveryConfig())
     assert [e.key for e in got] == ["gaussian-m010", "gaussian-m025", "gaussian-m050", "gaussian-m100",
                                     "gaussian-m200", "gaussian-m300", "gaussian-m400", "gaussian-m500",
                                     "gaussian-m750"]

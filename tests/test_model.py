@@ -16,7 +16,7 @@ from csgm.estimators import CsgmSolver, lasso
 from csgm.measure import Experiment, initial_latents, matrix, noise
 from csgm.model import VAE, compute_dtype, vae_loss
 from csgm.optim import BETA1, BETA2, EPSILON, Adam, adam_update
-from job.spec import RecoverySpec
+from csgm.config import RecoveryConfig
 
 LAYERS = [  # name, fan_in, fan_out for the reference sizes 784-500-500-20
     ("enc1", 784, 500), ("enc2", 500, 500), ("enc_mean", 500, 20), ("enc_log_var", 500, 20),
@@ -244,7 +244,7 @@ def _target(model: VAE, n: int, seed: int = 11) -> Tuple[np.ndarray, np.ndarray]
 
 def test_project_recovers_generated_image(small_vae: VAE, solver: CsgmSolver) -> None:
     _, x_star = _target(small_vae, 3)
-    a = matrix(RecoverySpec(), Experiment("project", 784))
+    a = matrix(RecoveryConfig(), Experiment("project", 784))
     z0 = np.random.default_rng(5).standard_normal((2, 3, K)).astype(np.float32)
     x_hat, loss = solver.solve(a, x_star @ a, z0, 0.0, 300, 0.05)
     assert x_hat.shape == (3, 784) and loss.shape == (3,)
@@ -255,7 +255,7 @@ def test_project_recovers_generated_image(small_vae: VAE, solver: CsgmSolver) ->
 
 
 def test_gaussian_measurements_recover_generated_image(small_vae: VAE, solver: CsgmSolver) -> None:
-    spec = RecoverySpec(m=(20,), restarts=3)
+    spec = RecoveryConfig(m=(20,), restarts=3)
     exp = Experiment("gaussian", 20)
     _, x_star = _target(small_vae, 2, seed=12)
     a = matrix(spec, exp)
@@ -268,7 +268,7 @@ def test_gaussian_measurements_recover_generated_image(small_vae: VAE, solver: C
 @pytest.mark.parametrize("weight", [0.0, 0.1])
 def test_zero_iterations_loss_formula(small_vae: VAE, solver: CsgmSolver, weight: float) -> None:
     """With no steps the result is the best starting point, and the loss is the reference formula."""
-    spec = RecoverySpec(m=(10,), restarts=3)
+    spec = RecoveryConfig(m=(10,), restarts=3)
     exp = Experiment("gaussian", 10)
     a = matrix(spec, exp)
     y = np.random.default_rng(2).standard_normal((4, 10)).astype(np.float32)
@@ -282,7 +282,7 @@ def test_zero_iterations_loss_formula(small_vae: VAE, solver: CsgmSolver, weight
 
 
 def _problem(n_images: int, restarts: int = 3):
-    spec = RecoverySpec(m=(25,), restarts=restarts, noise_std=0.1)
+    spec = RecoveryConfig(m=(25,), restarts=restarts, noise_std=0.1)
     exp = Experiment("gaussian", 25)
     a = matrix(spec, exp)
     x = np.random.default_rng(8).random((n_images, 784)).astype(np.float32)
@@ -311,7 +311,7 @@ def test_result_independent_of_batch(solver: CsgmSolver, part, whole) -> None:
 
 
 def test_lowest_loss_restart_is_picked(small_vae: VAE, solver: CsgmSolver) -> None:
-    spec = RecoverySpec(m=(25,), restarts=4, noise_std=0.1)
+    spec = RecoveryConfig(m=(25,), restarts=4, noise_std=0.1)
     exp = Experiment("gaussian", 25)
     a = matrix(spec, exp)
     z_star = np.random.default_rng(11).standard_normal((4, K)).astype(np.float32) * 1.5
@@ -331,7 +331,7 @@ def test_lowest_loss_restart_is_picked(small_vae: VAE, solver: CsgmSolver) -> No
 
 def test_solver_mixed_precision_runs(small_vae: VAE) -> None:
     _, x_star = _target(small_vae, 2)
-    a = matrix(RecoverySpec(), Experiment("project", 784))
+    a = matrix(RecoveryConfig(), Experiment("project", 784))
     z0 = np.zeros((1, 2, K), np.float32)
     x_fp32, _ = CsgmSolver(small_vae).solve(a, x_star @ a, z0, 0.0, 20, 0.05)
     x_mixed, loss = CsgmSolver(small_vae, precision="mixed").solve(a, x_star @ a, z0, 0.0, 20, 0.05)
@@ -352,7 +352,7 @@ def _sparse(n: int, k: int, seed: int) -> np.ndarray:
 
 
 def test_lasso_recovers_sparse_nonnegative() -> None:
-    a = matrix(RecoverySpec(m=(200,)), Experiment("gaussian", 200))
+    a = matrix(RecoveryConfig(m=(200,)), Experiment("gaussian", 200))
     x = _sparse(2, 10, seed=1)
     x_hat = lasso(a, x @ a, 0.1)
     assert x_hat.shape == (2, 784) and x_hat.dtype == np.float32
@@ -364,14 +364,14 @@ def test_lasso_recovers_sparse_nonnegative() -> None:
 
 def test_lasso_fails_with_too_few_measurements() -> None:
     """The contrast that makes the baseline meaningful: few measurements, poor recovery."""
-    a = matrix(RecoverySpec(m=(10,)), Experiment("gaussian", 10))
+    a = matrix(RecoveryConfig(m=(10,)), Experiment("gaussian", 10))
     x = _sparse(1, 40, seed=2)
     assert np.mean((lasso(a, x @ a, 0.1) - x) ** 2) > 0.1 * np.mean(x ** 2)
 
 
 def test_lasso_clips_to_unit_interval() -> None:
     """Coefficients recovered above 1 or below 0 come back clipped to the pixel range."""
-    a = matrix(RecoverySpec(m=(300,)), Experiment("gaussian", 300))
+    a = matrix(RecoveryConfig(m=(300,)), Experiment("gaussian", 300))
     x = np.zeros((1, 784), np.float32)
     x[0, :4] = [3.0, 2.0, -2.0, -3.0]
     x[0, 4:8] = 0.5

@@ -1,4 +1,4 @@
-"""Tests for job.spec and job.schema: loading, validating and overriding the YAML job spec.
+"""Tests for job.spec and common.schema: loading, validating and overriding the YAML job spec.
 
 Every problem must come out as one SpecError whose message reads
 '<file>: <key.path>: <problem>. <fix>', so the tests match on that user-facing text.
@@ -14,12 +14,10 @@ from typing import Sequence
 import pytest
 import yaml
 
-from job.schema import SpecError
+from common.schema import SpecError
+from csgm.config import DataConfig, RecoveryConfig, TrainConfig
 from job.spec import (
-    DataSpec,
     JobSpec,
-    RecoverySpec,
-    TrainSpec,
     load_spec,
     spec_digest,
     spec_to_yaml,
@@ -376,7 +374,7 @@ def test_digest_stable() -> None:
     digest = spec_digest(JobSpec())
     assert digest == spec_digest(JobSpec())
     assert re.fullmatch(r"[0-9a-f]{16}", digest)
-    assert spec_digest(TrainSpec()) == spec_digest(TrainSpec())
+    assert spec_digest(TrainConfig()) == spec_digest(TrainConfig())
 
 
 @pytest.mark.parametrize("override", [
@@ -423,7 +421,7 @@ def test_int_accepted_for_float(tmp_path: Path) -> None:
 
 def test_sections_are_their_classes(tmp_path: Path) -> None:
     spec = _load(tmp_path, "")
-    assert isinstance(spec.data, DataSpec) and isinstance(spec.recovery, RecoverySpec)
+    assert isinstance(spec.data, DataConfig) and isinstance(spec.recovery, RecoveryConfig)
     assert spec.run_dir == Path("runs") / "csgm"
     assert _load(tmp_path, "output_dir: /tmp/out\n").run_dir == Path("/tmp/out")
 

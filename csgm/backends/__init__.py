@@ -4,12 +4,13 @@ A backend knows this process's rank and the world size, creates variables in its
 per-replica step inside a compiled loop, averages gradients across ranks inside that step, and
 broadcasts variables from rank 0. Each engine is a thin module over an existing library:
 TensorFlow's multi-worker collectives (``tf``), Horovod (``horovod``), CANN's HCCL (``hccl``).
+``job.backend.make_backend`` picks one from the job spec.
 """
 
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, ContextManager, List, Mapping, Sequence
+from typing import Any, Callable, ContextManager, List, Sequence
 
 import tensorflow as tf
 
@@ -45,33 +46,3 @@ class Backend:
 
     def __repr__(self) -> str:
         return f"<{self.name} backend: rank {self.rank} of {self.size}>"
-
-
-def make_backend(spec: Any, environ: Mapping[str, str]) -> Backend:
-    """The backend named by the job spec, set up from this rank's environment.
-
-    ``devices.type: npu`` opens CANN's adapter first whatever the backend, so that one NPU with
-    ``backend: local`` is the single-card debugging mode on Ascend. Thread settings go first too:
-    TensorFlow fixes them when its runtime starts.
-    """
-    if spec.devices.threads > 0:
-        tf.config.threading.set_intra_op_parallelism_threads(spec.devices.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(spec.devices.threads)
-    if spec.devices.type == "npu":
-        from csgm.backends.npu import open_npu
-
-        open_npu(spec.train.precision)
-    if spec.backend == "local":
-        return Backend(int(environ.get("RANK_ID", 0)), int(environ.get("RANK_SIZE", 1)))
-    if spec.backend == "tf":
-        from csgm.backends.tf_collective import TFBackend
-
-        return TFBackend.from_environment(environ, spec.devices.type, spec.launch.port,
-                                          timeout_s=spec.launch.collective_timeout_s)
-    if spec.backend == "horovod":
-        from csgm.backends.horovod import HorovodBackend
-
-        return HorovodBackend()
-    from csgm.backends.hccl import HcclBackend
-
-    return HcclBackend.from_environment(environ)

@@ -6,7 +6,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf  # noqa: E402
 
-from csgm.backends import make_backend  # noqa: E402
+from job.backend import make_backend  # noqa: E402
 from job.spec import load_spec  # noqa: E402
 
 spec = load_spec(os.environ["CSGM_SPEC_FILE"])
