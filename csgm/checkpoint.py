@@ -1,14 +1,14 @@
 """Checkpoints that are either complete or absent.
 
 Each checkpoint is a folder ``epoch-00042/`` holding TensorFlow's checkpoint files and
-``meta.json`` (epoch, step, model shape, resolved spec). It is written under a temporary name and
-renamed into place only when complete, so a crash mid-write leaves nothing that could be loaded.
+``meta.json`` (epoch, step, model shape, the inputs of csgm.resume and their digest, resolved
+spec). It is written under a temporary name and renamed into place only when complete, so a crash
+mid-write leaves nothing that could be loaded.
 """
 
 from __future__ import annotations
 
 import errno
-import json
 import os
 import shutil
 from pathlib import Path
@@ -17,12 +17,9 @@ from typing import Any, Dict, List, Optional, Tuple
 import tensorflow as tf
 
 from common.files import atomic_write_json
+from csgm.resume import PREFIX, CheckpointError, complete_checkpoints, latest, read_meta
 
-PREFIX = "epoch-"
-
-
-class CheckpointError(ValueError):
-    pass
+__all__ = ["CheckpointError", "CheckpointStore", "read_meta"]
 
 
 class CheckpointStore:
@@ -33,17 +30,15 @@ class CheckpointStore:
 
     def complete(self) -> List[Path]:
         """Finished checkpoints, oldest first (temporary folders of interrupted writes are ignored)."""
-        if not self.folder.is_dir():
-            return []
-        found = [p for p in self.folder.iterdir()
-                 if p.name.startswith(PREFIX) and (p / "meta.json").is_file()]
-        return sorted(found, key=lambda p: p.name)
+        return complete_checkpoints(self.folder)
 
     def latest(self) -> Optional[Tuple[Path, Dict[str, Any]]]:
-        complete = self.complete()
-        if not complete:
-            return None
-        return complete[-1], read_meta(complete[-1])
+        return latest(self.folder)
+
+    def clear(self) -> None:
+        """Delete every checkpoint (train.resume: never)."""
+        for old in self.complete():
+            shutil.rmtree(old, ignore_errors=True)
 
     def restore(self, path: Path, partial: bool = False) -> None:
         """Load ``path`` into the trackables; ``partial`` allows the checkpoint to hold more
@@ -76,17 +71,6 @@ class CheckpointStore:
         for old in self.complete()[:-self.keep]:
             shutil.rmtree(old, ignore_errors=True)
         return final
-
-
-def read_meta(path: Path) -> Dict[str, Any]:
-    try:
-        meta = json.loads((path / "meta.json").read_text())
-        if not isinstance(meta, dict):
-            raise ValueError("not a JSON object")
-        return meta
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"{path / 'meta.json'}: unreadable ({e}). "
-                              "Delete this checkpoint folder to use the previous one") from None
 
 
 def first_line(error: BaseException) -> str:

@@ -45,6 +45,9 @@ class TrainConfig:
     log_every: int = option(100, "steps between log lines", min=1)
     checkpoint_every: int = option(1, "epochs between checkpoints", min=1)
     keep_checkpoints: int = option(3, "checkpoints kept on disk", min=1)
+    resume: str = option("auto", "'auto': continue from the latest checkpoint when it was trained from the "
+                         "same data, model, optimiser settings and seed (refuse otherwise); 'never': "
+                         "delete this run's checkpoints and start afresh", choices=("auto", "never"))
 
 
 @dataclass(frozen=True)

@@ -22,12 +22,13 @@ import tensorflow as tf
 
 from csgm.backends import Backend
 from csgm.checkpoint import CheckpointError, CheckpointStore
+from csgm.resume import decide, digest, refusal, training_inputs
 from csgm.data import Dataset
 from csgm.images import grid, save_png
 from csgm.model import VAE, compute_dtype, vae_loss
 from csgm.optim import Adam
 from common.schema import SpecError
-from csgm.config import TrainConfig
+from csgm.config import DataConfig, TrainConfig
 
 log = logging.getLogger(__name__)
 SAMPLE_COUNT = 64
@@ -63,8 +64,10 @@ def steps_per_epoch(n_examples: int, batch_size: int, world: int) -> int:
     return n_examples // (batch_size * world)
 
 
-def checkpoint_id(epoch: int, step: int) -> str:
-    return f"epoch-{epoch:05d}@step{step}"
+def checkpoint_id(epoch: int, step: int, inputs_digest: str = "") -> str:
+    """Names a checkpoint's weights: its epoch, step and the digest of what they were trained from
+    (so recovery units of a fresh start with other settings are not reused)."""
+    return f"epoch-{epoch:05d}@step{step}" + (f"#{inputs_digest}" if inputs_digest else "")
 
 
 def model_shape(spec: TrainConfig) -> Dict[str, int]:
@@ -82,10 +85,13 @@ def heldout_recon_mse(model: VAE, images: np.ndarray, seed: int) -> float:
 
 class Trainer:
     def __init__(self, spec: TrainConfig, data: Dataset, run_dir: Path, backend: Backend,
-                 meta: Dict[str, Any], xla: bool = False):
+                 meta: Dict[str, Any], xla: bool = False, data_config: Optional[DataConfig] = None):
+        """``data_config`` names the data in the checkpoints' recorded inputs (csgm.resume);
+        without it the data set's description stands for it."""
         self.spec, self.data, self.backend = spec, data, backend
         self.run_dir = Path(run_dir)
-        self.meta = meta
+        self.inputs = training_inputs(spec, data_config if data_config is not None else data.description)
+        self.meta = dict(meta, inputs=self.inputs, digest=digest(self.inputs))
         with backend.scope():
             self.model = VAE(spec.latent_dim, spec.hidden, spec.seed)
             self.optimizer = Adam(self.model.weights, spec.learning_rate)
@@ -123,21 +129,25 @@ class Trainer:
     @property
     def checkpoint_id(self) -> str:
         """Names the weights now in the model, as load_generator names a checkpoint on disk."""
-        return checkpoint_id(self.spec.epochs - 1, self.optimizer.steps_done)
+        return checkpoint_id(self.spec.epochs - 1, self.optimizer.steps_done, self.meta["digest"])
 
     def resume(self) -> int:
-        """Load the latest checkpoint if any (checked against this model); returns the next epoch."""
-        latest = self.store.latest()
+        """Load the latest checkpoint if it was trained from our inputs; returns the next epoch.
+
+        One from other inputs is refused, not reused: its weights are not what the spec describes.
+        """
         start = 0
-        if latest is not None:
-            path, meta = latest
-            if meta.get("model") != model_shape(self.spec):
-                raise CheckpointError(
-                    f"{path}: holds a model of shape {meta.get('model')}, but the spec asks for "
-                    f"{model_shape(self.spec)}. Use another output_dir or restore train.latent_dim "
-                    "and train.hidden")
+        if self.spec.resume == "never":
+            if self.is_chief:  # no rank reads the folder, so rank 0 may clear it now
+                self.store.clear()
+            log.info("train.resume is 'never': starting afresh")
+        decision = decide(self.store.folder, self.inputs, self.spec.resume)
+        if decision.action == "refuse":
+            raise CheckpointError(refusal(decision, self.run_dir))
+        if decision.action == "resume":
+            path = decision.path
             self.store.restore(path)
-            start = int(meta["epoch"]) + 1
+            start = int(decision.epoch) + 1
             log.info("resumed from %s (epoch %d done, step %d)", path, start, self.optimizer.steps_done)
         self.backend.broadcast_variables(self.model.weights + self.optimizer.m + self.optimizer.v
                                          + [self.optimizer.step])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import List
 
 from csgm.measure import experiments
+from csgm.resume import CheckpointError, decide, training_inputs
 from job.spec import JobSpec
 
 
@@ -15,6 +16,7 @@ def describe_plan(spec: JobSpec) -> List[str]:
         t = spec.train
         lines.append(f"train: {t.epochs} epochs, batch {t.batch_size} per device, lr {t.learning_rate}, "
                      f"precision {t.precision}, seed {t.seed}")
+        lines.append(resume_line(spec))
     if "recover" in spec.stages:
         r = spec.recovery
         exps = experiments(r)
@@ -23,3 +25,12 @@ def describe_plan(spec: JobSpec) -> List[str]:
                      f"({', '.join(e.key for e in exps)}) x methods {', '.join(r.methods)} = "
                      f"{len(exps) * len(r.methods) * batches} units; {r.restarts} restarts x {r.iters} iterations")
     return lines
+
+
+def resume_line(spec: JobSpec) -> str:
+    """Whether training will resume, start afresh or refuse (csgm.resume decides the same way)."""
+    try:
+        decision = decide(spec.run_dir / "checkpoints", training_inputs(spec.train, spec.data), spec.train.resume)
+    except CheckpointError as e:
+        return f"train: will refuse to start: {e}"
+    return decision.describe(spec.train.epochs, spec.run_dir)

@@ -46,13 +46,13 @@ def load_generator(run_dir: Path) -> Generator:
     shape = meta.get("model") or {}
     model = VAE(int(shape.get("latent_dim", 20)), int(shape.get("hidden", 500)))
     CheckpointStore(Path(run_dir) / "checkpoints", model=model).restore(path, partial=True)
-    return model, checkpoint_id(int(meta["epoch"]), int(meta.get("step", 0)))
+    return model, checkpoint_id(int(meta["epoch"]), int(meta.get("step", 0)), str(meta.get("digest", "")))
 
 
 def train_stage(spec: JobSpec, data: Dataset, backend: Backend) -> Optional[Generator]:
     """Train (or resume); returns the trained generator, identical on every rank."""
     trainer = Trainer(spec.train, data, spec.run_dir, backend, meta={"spec": to_data(spec)},
-                      xla=use_xla(spec.devices.type, spec.train.precision))
+                      xla=use_xla(spec.devices.type, spec.train.precision), data_config=spec.data)
     result = trainer.fit()
     if backend.rank == 0:
         atomic_write_json(spec.run_dir / "train_metrics.json", asdict(result))

@@ -162,14 +162,23 @@ def test_unit_from_another_spec_is_recomputed(trained: Path, tmp_path: Path) -> 
     assert np.isfinite(json.loads(corrupt.read_text())["seconds"])
 
 
-def test_checkpoint_of_another_model_shape_is_refused(trained: Path, tmp_path: Path) -> None:
+def test_checkpoint_of_other_settings_is_refused_and_the_dry_run_says_so(trained: Path, tmp_path: Path) -> None:
     run = tmp_path / "other"
     shutil.copytree(trained / "checkpoints", run / "checkpoints")
-    result = run_launcher(SPEC, *sets(**TINY_TRAIN, output_dir=run, stages="[train]", train__epochs=5,
-                                      train__hidden=100))
+    args = sets(**TINY_TRAIN, output_dir=run, stages="[train]", train__epochs=5, train__hidden=100,
+                train__learning_rate=0.01)
+    dry = run_launcher(SPEC, *args, "--dry-run")
+    _ok(dry)
+    assert "# train: will refuse to start:" in dry.stdout
+    assert "train.hidden: 500 in the checkpoint, 100 now" in dry.stdout
+    result = run_launcher(SPEC, *args)
     assert result.returncode == 2
-    assert "holds a model of shape {'latent_dim': 20, 'hidden': 500}" in result.stderr
+    assert "train.hidden: 500 in the checkpoint, 100 now; train.learning_rate: 0.001 in the checkpoint, 0.01 now" \
+        in result.stderr
+    assert "--set train.resume=never" in result.stderr and "--output-dir" in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    same = run_launcher(SPEC, *sets(**TINY_TRAIN, output_dir=run, stages="[train]", train__epochs=5), "--dry-run")
+    assert f"# train: resumes from {run / 'checkpoints' / 'epoch-00002'} (3 of 5 epochs done)" in same.stdout
 
 
 def test_more_recovery_images_than_held_out_is_one_line_error(tmp_path: Path) -> None:

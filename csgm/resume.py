@@ -1,0 +1,111 @@
+"""Which training checkpoint a run may resume: only one made from the same inputs.
+
+A checkpoint's ``meta.json`` records ``inputs``: everything its weights depend on (the data, the
+model's shape, the optimiser settings, the seed) and their ``digest``. The epoch count is not an
+input: raising ``train.epochs`` continues a finished run. Nor is the number of ranks, so a run
+may continue on another number of devices. Reading the meta needs no TensorFlow, so a dry run can
+say what a run would do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+from common.schema import to_data
+from csgm.config import DataConfig, TrainConfig
+
+PREFIX = "epoch-"
+
+
+class CheckpointError(ValueError):
+    pass
+# The TrainConfig fields that change the weights; the others (epochs, log_every, checkpoint_every,
+# keep_checkpoints, resume) only change how long or how visibly training runs.
+WEIGHT_FIELDS = ("batch_size", "learning_rate", "seed", "precision", "latent_dim", "hidden")
+
+
+def training_inputs(train: TrainConfig, data: Union[DataConfig, str]) -> Dict[str, Any]:
+    """What the weights depend on, as flat ``section.key`` -> value (the keys a user would --set).
+    ``data`` is the data section, or for a library caller without one the data set's description."""
+    inputs: Dict[str, Any] = {f"train.{name}": getattr(train, name) for name in WEIGHT_FIELDS}
+    if isinstance(data, str):
+        inputs["data"] = data
+    else:
+        inputs.update({f"data.{name}": value for name, value in to_data(data).items()})
+    return inputs
+
+
+def digest(inputs: Dict[str, Any]) -> str:
+    blob = json.dumps(inputs, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def complete_checkpoints(folder: Path) -> List[Path]:
+    """Finished checkpoints, oldest first (temporary folders of interrupted writes are ignored)."""
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.iterdir() if p.name.startswith(PREFIX) and (p / "meta.json").is_file()]
+    return sorted(found, key=lambda p: p.name)
+
+
+def read_meta(path: Path) -> Dict[str, Any]:
+    try:
+        meta = json.loads((path / "meta.json").read_text())
+        if not isinstance(meta, dict):
+            raise ValueError("not a JSON object")
+        return meta
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{path / 'meta.json'}: unreadable ({e}). "
+                              "Delete this checkpoint folder to use the previous one") from None
+
+
+def latest(folder: Path) -> Optional[Tuple[Path, Dict[str, Any]]]:
+    found = complete_checkpoints(folder)
+    return (found[-1], read_meta(found[-1])) if found else None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a run with these inputs does with the checkpoints in its folder."""
+    action: str                      # 'fresh', 'resume' or 'refuse'
+    path: Optional[Path] = None      # the latest checkpoint, if any
+    epoch: Optional[int] = None      # the last epoch it finished
+    differences: Tuple[str, ...] = ()  # 'train.seed: 0 in the checkpoint, 7 now'
+
+    def describe(self, epochs: int, output_dir: Path) -> str:
+        if self.action == "fresh":
+            return "train: starts fresh (no checkpoint to resume)"
+        if self.action == "resume":
+            done = (self.epoch or 0) + 1
+            return (f"train: resumes from {self.path} ({done} of {epochs} epochs done)" if done < epochs
+                    else f"train: already done ({self.path}); no training step runs")
+        return f"train: will refuse to start: {refusal(self, output_dir)}"
+
+
+def decide(folder: Path, inputs: Dict[str, Any], mode: str = "auto") -> Decision:
+    """Compare the latest checkpoint's recorded inputs with ours (``mode`` is train.resume)."""
+    found = None if mode == "never" else latest(folder)
+    if found is None:
+        return Decision("fresh")
+    path, meta = found
+    epoch = int(meta.get("epoch", -1))
+    recorded = meta.get("inputs")
+    if not isinstance(recorded, dict):
+        return Decision("refuse", path, epoch, ("(the checkpoint records no inputs: it was written by an "
+                                                "older version)",))
+    if meta.get("digest") == digest(inputs) and recorded == inputs:
+        return Decision("resume", path, epoch)
+    diffs = tuple(f"{key}: {recorded.get(key)!r} in the checkpoint, {inputs.get(key)!r} now"
+                  for key in sorted(set(recorded) | set(inputs)) if recorded.get(key) != inputs.get(key))
+    return Decision("refuse", path, epoch, diffs)
+
+
+def refusal(decision: Decision, output_dir: Path) -> str:
+    return (f"{decision.path} was trained with other settings ({'; '.join(decision.differences)}). "
+            f"Its weights would not be what this spec describes. Choose a new output_dir "
+            f"(--output-dir DIR), or start afresh in {output_dir} with --set train.resume=never "
+            "(deletes its checkpoints)")
