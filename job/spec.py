@@ -11,6 +11,7 @@ import copy
 import difflib
 import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,6 +122,10 @@ def parse_override(text: str) -> Tuple[str, Any]:
     if not sep or not key:
         raise SpecError("--set", text, "expected key.path=value", "Write e.g. --set train.epochs=2")
     leaves = {p for p, _ in known_paths(JobSpec)}
+    inside = sorted(p for p in leaves if p.startswith(key + "."))
+    if key not in leaves and inside:
+        raise SpecError("--set", key, f"is a section, not a value; its keys are {', '.join(inside)}",
+                        f"Set one of them, e.g. --set {inside[0]}={raw.strip() or '...'}")
     if key not in leaves:
         near = difflib.get_close_matches(key, sorted(leaves), n=1)
         hint = f"Did you mean {near[0]!r}? " if near else ""
@@ -151,6 +156,21 @@ def apply_overrides(data: Dict[str, Any], overrides: Sequence[str]) -> Dict[str,
     return data
 
 
+# Paths a spec file may give; relative ones are read from the spec file's folder (as a Makefile's
+# includes are), so a spec works from any current folder. Paths given by --set stay relative to it.
+PATH_KEYS = ("output_dir", "data.path", "launch.rank_table")
+
+
+def _resolve_paths(data: Dict[str, Any], folder: Path) -> None:
+    for key in PATH_KEYS:
+        *sections, leaf = key.split(".")
+        node: Any = data
+        for section in sections:
+            node = node.get(section) if isinstance(node, dict) else None
+        if isinstance(node, dict) and isinstance(node.get(leaf), str) and node[leaf].strip():
+            node[leaf] = os.path.abspath(os.path.join(folder, os.path.expanduser(node[leaf])))
+
+
 def load_spec(path: Any, overrides: Sequence[str] = ()) -> JobSpec:
     """Read, override and validate a job spec; every problem is one SpecError naming the fix."""
     path = Path(path)
@@ -160,6 +180,7 @@ def load_spec(path: Any, overrides: Sequence[str] = ()) -> JobSpec:
     if not isinstance(data, dict):
         raise SpecError(str(path), "(top level)", "expected a mapping of keys",
                         "Start the file with keys such as 'name:' and 'train:'")
+    _resolve_paths(data, path.parent)
     overridden = [parse_override(o)[0] for o in overrides]
     as_written = copy.deepcopy(data)  # apply_overrides edits in place
     data = apply_overrides(data, overrides)

@@ -9,17 +9,37 @@ signals forwarded, restarts.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 import sys
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Mapping, Optional, Sequence, Tuple
 
 from common.exits import EXIT_BAD_INPUT
 from common.logs import setup_logging
+from common.schema import to_data
+from common.version import VERSION
 from job.plan import describe_plan
 from job.spec import JobSpec, SpecError, load_spec, spec_to_yaml
 from launcher.errors import LaunchError
 
 log = logging.getLogger("launcher")
+
+EXIT_CODES = ("exit codes: 0 done; 1 the run failed (a rank died, a disk filled); 2 bad input (spec, "
+              "rank table, data, flags), with one line naming the fix; 128+N stopped by signal N")
+# Flags that only a multi-rank run uses: single-card mode runs in this process, with no table.
+MULTI_RANK_FLAGS = (("max_restarts", "--max-restarts"), ("console_ranks", "--console-ranks"),
+                    ("server_id", "--server-id"))
+
+
+def _count(text: str, least: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = least - 1
+    if value < least:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer >= {least}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,19 +48,31 @@ def build_parser() -> argparse.ArgumentParser:
         usage="python -m launcher SPEC [options] [-- COMMAND ...]",
         description="Run a CSGM job: one process per device, training the VAE data-parallel, then "
                     "sharing the compressed-sensing recovery. After '--', run COMMAND on every rank "
-                    "instead, with the same environment and supervision.")
-    p.add_argument("spec", help="job spec (YAML), e.g. configs/mnist_1p.yaml")
+                    "instead, with the same environment and supervision.",
+        epilog=EXIT_CODES)
+    p.add_argument("spec", help="job spec (YAML), e.g. configs/mnist_1p.yaml; its relative paths are "
+                                "read from the spec file's folder")
+    p.add_argument("--version", action="version", version=f"%(prog)s {VERSION}",
+                   help="print the version and exit")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a spec key, e.g. --set train.epochs=2 --set recovery.m=[25,100]")
-    p.add_argument("--rank-table", metavar="FILE", help="HCCL rank table (overrides launch.rank_table)")
+    p.add_argument("-np", "--nproc-per-node", type=lambda t: _count(t, 1), metavar="N",
+                   help="ranks (devices) per server: the same as --set devices.count=N")
+    p.add_argument("--output-dir", metavar="DIR", help="run folder: the same as --set output_dir=DIR")
+    p.add_argument("--rank-table", metavar="FILE",
+                   help="HCCL rank table (default: $RANK_TABLE_FILE as Ascend scripts set it, then "
+                        "launch.rank_table)")
     p.add_argument("--server-id", metavar="ID",
                    help="this server's server_id in the rank table (default: $XDL_IP, then this host's addresses)")
-    p.add_argument("--max-restarts", type=int, metavar="N",
-                   help="restart all local ranks up to N times after a failure (overrides launch.max_restarts)")
+    p.add_argument("--max-restarts", type=lambda t: _count(t, 0), metavar="N",
+                   help="restart all local ranks up to N times after a failure (the same as --set "
+                        "launch.max_restarts=N)")
     p.add_argument("--console-ranks", metavar="LIST",
                    help="ranks whose output reaches the console, e.g. 0 or 0,3 (default: all; logs keep everything)")
     p.add_argument("--dry-run", action="store_true",
-                   help="print the resolved spec, this server's ranks, their environment and command; start nothing")
+                   help="print the resolved spec, the plan (whether training resumes), each rank's "
+                        "environment and command, check the data files; start nothing")
+    p.add_argument("--json", action="store_true", help="with --dry-run: print all of it as one JSON object")
     return p
 
 
@@ -52,33 +84,53 @@ def split_command(argv: Sequence[str]) -> Tuple[List[str], List[str]]:
     return argv, []
 
 
-def is_single_card(spec: JobSpec, table_path: Optional[str], command: Sequence[str]) -> bool:
-    return spec.devices.count == 1 and table_path is None and not command
+def flag_overrides(args: argparse.Namespace, environ: Mapping[str, str]) -> List[str]:
+    """The flags that stand for spec keys, as --set overrides, so the resolved spec shows them."""
+    extra = []
+    table = args.rank_table or environ.get("RANK_TABLE_FILE") or None
+    if table:
+        extra.append(f"launch.rank_table={json.dumps(table)}")
+    if args.max_restarts is not None:
+        extra.append(f"launch.max_restarts={args.max_restarts}")
+    if args.nproc_per_node is not None:
+        extra.append(f"devices.count={args.nproc_per_node}")
+    if args.output_dir is not None:
+        extra.append(f"output_dir={json.dumps(args.output_dir)}")
+    return list(args.overrides) + extra
+
+
+def is_single_card(spec: JobSpec, command: Sequence[str]) -> bool:
+    return spec.devices.count == 1 and spec.launch.rank_table is None and not command
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     own, command = split_command(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(own)
+    parser = build_parser()
+    args = parser.parse_args(own)
+    if args.json and not args.dry_run:
+        parser.error("--json needs --dry-run")
     setup_logging()
     try:
-        spec = load_spec(args.spec, args.overrides)
-        table_path = args.rank_table or spec.launch.rank_table
-        if is_single_card(spec, table_path, command):
-            return run_single(spec, args.dry_run)
+        spec = load_spec(args.spec, flag_overrides(args, os.environ))
+        if is_single_card(spec, command):
+            return run_single(spec, args)
         from launcher.multi import run_ranks
 
-        return run_ranks(spec, args, command, table_path)
+        return run_ranks(spec, args, command)
     except (SpecError, LaunchError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
 
-def run_single(spec: JobSpec, dry_run: bool) -> int:
+def run_single(spec: JobSpec, args: argparse.Namespace) -> int:
     """Single-card mode: every stage in this process, one device, no collectives."""
-    if dry_run:
-        print(spec_to_yaml(spec), end="")
-        print("\n".join("# " + line for line in describe_plan(spec) + ["single-card mode: one process"]))
-        return 0
+    ignored = [flag for name, flag in MULTI_RANK_FLAGS if getattr(args, name) is not None]
+    warnings = [f"{', '.join(ignored)}: no effect in single-card mode (one process in the launcher itself, "
+                "no rank table); they apply with devices.count > 1 or a rank table"] if ignored else []
+    for line in warnings:
+        print(f"warning: {line}", file=sys.stderr)
+    if args.dry_run:
+        return dry_run_single(spec, args.json, warnings)
     if spec.backend != "local":
         log.info("single-card mode: one rank, so backend %s is not needed; running locally", spec.backend)
     for line in describe_plan(spec):
@@ -96,3 +148,19 @@ def run_single(spec: JobSpec, dry_run: bool) -> int:
     log.info("done: %s", spec.run_dir / ("report.md" if "recover" in spec.stages else ""))
     return 0
 
+
+def dry_run_single(spec: JobSpec, as_json: bool, warnings: List[str]) -> int:
+    from csgm.data import DataError, check_data
+
+    try:
+        data = check_data(spec.data)
+    except DataError as e:
+        raise LaunchError(str(e)) from None
+    plan = describe_plan(spec) + [f"data: {data}", "single-card mode: one process"]
+    if as_json:
+        print(json.dumps({"spec": to_data(spec), "plan": plan, "mode": "single-card", "warnings": warnings},
+                         indent=2))
+    else:
+        print(spec_to_yaml(spec), end="")
+        print("\n".join("# " + line for line in plan))
+    return 0

@@ -8,7 +8,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import rank_table
 from common.exits import EXIT_BAD_INPUT, EXIT_FAILED
@@ -48,9 +48,12 @@ def check_backend(spec: JobSpec, world_size: int, command: Sequence[str]) -> Non
     if command:
         return
     if world_size > 1 and spec.backend == "local" and "train" in spec.stages:
-        raise LaunchError(f"backend: local has no collectives to train on the rank table's {world_size} "
-                          "ranks. Set backend to tf, horovod (CPU/GPU) or hccl (Ascend), or devices.count: 1 "
-                          "(a recovery-only job, stages: [recover], may use local on any number of ranks)")
+        ranks = (f"the rank table's {world_size} ranks" if spec.launch.rank_table
+                 else f"{world_size} ranks (devices.count: {world_size})")
+        raise LaunchError(f"backend: local has no collectives to train {ranks}. Add --set backend=tf "
+                          "(or horovod) on CPUs and GPUs, hccl on Ascend (configs/cpu_2p_tf.yaml is such a "
+                          "spec), or use devices.count: 1 (a recovery-only job, stages: [recover], may use "
+                          "local on any number of ranks)")
     if spec.backend == "hccl" and spec.devices.type != "npu":
         raise LaunchError("backend: hccl needs devices.type: npu (HCCL runs on Ascend devices). "
                           "Use backend tf or horovod on CPUs and GPUs")
@@ -80,36 +83,44 @@ def parse_console_ranks(text: Optional[str]) -> Optional[List[int]]:
         raise LaunchError(f"--console-ranks {text!r}: expected rank numbers like 0 or 0,3") from None
 
 
-def run_ranks(spec: JobSpec, args: argparse.Namespace, command: Sequence[str], table_path: Optional[str]) -> int:
-    table, table_file = resolve_table(spec, table_path)
+def _server_workers(spec: JobSpec, table: rank_table.RankTable, table_file: Path, server: str,
+                    command: Sequence[str], base_env: Dict[str, str]) -> Tuple[List[Slot], List[WorkerSpec]]:
     try:
-        server = identify_server(table, args.server_id, os.environ, this_host_names())
         slots = assign_slots(table, server, spec.devices.count)
     except SlotError as e:
         raise LaunchError(f"{table_file}: {e}") from None
-    check_backend(spec, table.world_size, command)
-    base_env = dict(os.environ)
     try:
-        workers = build_workers(spec, slots, table, table_file, command, base_env)
+        return slots, build_workers(spec, slots, table, table_file, command, base_env)
     except ValueError as e:  # e.g. backend horovod: no network interface carries the server id
         raise LaunchError(str(e)) from None
+
+
+def run_ranks(spec: JobSpec, args: argparse.Namespace, command: Sequence[str]) -> int:
+    table_path = spec.launch.rank_table
+    table, table_file = resolve_table(spec, table_path)
     console_ranks = parse_console_ranks(args.console_ranks)
+    elsewhere_note: Optional[str] = None
+    try:
+        server: Optional[str] = identify_server(table, args.server_id, os.environ, this_host_names())
+    except SlotError as e:
+        if not args.dry_run or args.server_id is not None:
+            raise LaunchError(f"{table_file}: {e}") from None
+        server, elsewhere_note = None, str(e)  # planning from another host: show every server
+    check_backend(spec, table.world_size, command)
+    base_env = dict(os.environ)
+    if args.dry_run:
+        from launcher.dry_run import dry_run
+
+        servers = [server] if server is not None else list(table.server_ids)
+        plans = {s: _server_workers(spec, table, table_file, s, command, base_env) for s in servers}
+        return dry_run(spec, table, table_file, plans, base_env, args.json, elsewhere_note,
+                       data_here=server is not None and args.server_id is None)
+    slots, workers = _server_workers(spec, table, table_file, server, command, base_env)
     elsewhere = sorted(set(console_ranks or ()) - {s.rank for s in slots})
     if elsewhere:  # not an error: every server of a job usually gets the same command line
         log.warning("--console-ranks: rank(s) %s run on other servers; this server has ranks %s",
                     ",".join(map(str, elsewhere)), ",".join(str(s.rank) for s in slots))
-    max_restarts = spec.launch.max_restarts if args.max_restarts is None else args.max_restarts
-    if args.dry_run:
-        print(spec_to_yaml(spec), end="")
-        for line in describe_plan(spec):
-            print("# " + line)
-        print(f"# server {server}: ranks {slots[0].rank}..{slots[-1].rank} of {table.world_size} "
-              f"({len(table.servers)} server(s)); rank table {table_file}")
-        for w in workers:
-            print(f"[rank {w.rank}] command: {' '.join(w.cmd)}")
-            for key, value in rank_environment.job_env_keys(w.env, base_env).items():
-                print(f"[rank {w.rank}]   {key}={value}")
-        return 0
+    max_restarts = spec.launch.max_restarts
     if table_path is None:
         rank_table.write(table, table_file)
     atomic_write_text(spec.run_dir / "spec.yaml", spec_to_yaml(spec))

@@ -124,9 +124,12 @@ NPU_KEYS = ("RANK_ID", "RANK_SIZE", "DEVICE_ID", "ASCEND_DEVICE_ID", "JOB_ID", "
 
 def check_8p_dry_run(result: subprocess.CompletedProcess) -> None:
     assert result.returncode == 0, result.stderr
-    assert result.stderr == ""
+    # the data lives on the Ascend server, not here: a warning, not an error
+    assert result.stderr.startswith("warning: data.path: /datasets/mnist is not a folder"), result.stderr
+    assert len(result.stderr.splitlines()) == 1
     assert "POD_NAME" not in result.stdout and "CM_CHIEF_IP" not in result.stdout
-    assert "# server 10.0.0.1: ranks 0..7 of 8 (1 server(s)); rank table configs/rank_table_8p.json" in result.stdout
+    assert (f"# server 10.0.0.1: ranks 0..7 of 8 (1 server(s)); rank table {REPO / 'configs/rank_table_8p.json'}"
+            in result.stdout)
     envs = dry_run_env(result.stdout)
     assert sorted(envs) == list(range(8))
     table = str((REPO / "configs" / "rank_table_8p.json").resolve())
@@ -161,17 +164,38 @@ def test_dry_run_8p_with_server_id(tmp_path: Path) -> None:
     assert not out.exists()
 
 
-def test_dry_run_8p_with_xdl_ip() -> None:
-    check_8p_dry_run(launch("configs/mnist_8p.yaml", "--dry-run",
-                            env=_env(XDL_IP="10.0.0.1", POD_NAME="csgm-worker-0")))
+def _idx_folder(tmp_path: Path) -> Path:
+    """The four file names data.source idx needs (a dry run checks they exist, it reads nothing)."""
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+                 "t10k-labels-idx1-ubyte.gz"):
+        (folder / name).write_bytes(b"")
+    return folder
 
 
-def test_dry_run_8p_without_server_id_or_xdl_ip() -> None:
+def test_dry_run_8p_with_xdl_ip_checks_the_data_here(tmp_path: Path) -> None:
+    """XDL_IP says this host is the server: its data must be here."""
+    env = _env(XDL_IP="10.0.0.1", POD_NAME="csgm-worker-0")
+    missing = launch("configs/mnist_8p.yaml", "--dry-run", env=env)
+    assert_one_line_error(missing, "data.path: /datasets/mnist is not a folder", "README.md")
+    result = launch("configs/mnist_8p.yaml", "--dry-run", "--set", f"data.path={_idx_folder(tmp_path)}", env=env)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert f"# data: {tmp_path / 'mnist'} (four IDX files)" in result.stdout
+    check_8p_dry_run(launch("configs/mnist_8p.yaml", "--dry-run", "--server-id", "10.0.0.1"))
+
+
+def test_dry_run_8p_from_another_host_shows_every_server() -> None:
     if "10.0.0.1" in this_host_names():
         pytest.skip("this host really is 10.0.0.1")
     result = launch("configs/mnist_8p.yaml", "--dry-run")
-    line = assert_one_line_error(result, "rank_table_8p.json", "--server-id", "XDL_IP (not set)", "10.0.0.1")
-    assert "cannot tell which server" in line
+    check_8p_dry_run(result)
+    assert "# this host is not one of the rank table's servers (cannot tell which server" in result.stdout
+    loopback = launch("configs/cpu_2p_tf.yaml", "--dry-run", "--rank-table", "configs/rank_table_2x2_loopback.json")
+    assert loopback.returncode == 0, loopback.stderr
+    assert "# server 127.0.0.2: ranks 0..1 of 4 (2 server(s))" in loopback.stdout
+    assert "# server 127.0.0.3: ranks 2..3 of 4 (2 server(s))" in loopback.stdout
+    assert sorted(dry_run_env(loopback.stdout)) == [0, 1, 2, 3]
 
 
 def test_dry_run_unknown_server_id() -> None:

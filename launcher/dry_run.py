@@ -1,0 +1,78 @@
+"""``--dry-run``: what a multi-rank launch would do, as text or one JSON object; starts nothing.
+
+On a host that is one of the table's servers it shows that server's ranks and checks the data
+files; from any other host (a laptop planning a cluster job) it shows every server's ranks. A
+missing data folder is only a warning unless this host found itself in the table (with
+--server-id it may be planning for another machine): the data lives on the servers.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import rank_table
+from common.schema import to_data
+from csgm.data import DataError, check_data
+from job.plan import describe_plan
+from job.spec import JobSpec, spec_to_yaml
+from launcher import env as rank_environment
+from launcher.errors import LaunchError
+from launcher.slots import Slot
+from launcher.supervise import WorkerSpec
+
+Plans = Dict[str, Tuple[List[Slot], List[WorkerSpec]]]
+
+
+def dry_run(spec: JobSpec, table: rank_table.RankTable, table_file: Path, plans: Plans,
+            base_env: Dict[str, str], as_json: bool, elsewhere: Optional[str], data_here: bool) -> int:
+    """``elsewhere``: why this host is not one of the servers (then ``plans`` holds every server).
+    ``data_here``: this host found itself in the table, so the data must be here."""
+    warnings: List[str] = []
+    try:
+        data = check_data(spec.data)
+    except DataError as e:
+        if data_here:
+            raise LaunchError(str(e)) from None
+        data = "not found on this host"
+        warnings.append(f"{e} (checked on this host; the servers need it)")
+    plan = describe_plan(spec) + [f"data: {data}"]
+    if elsewhere is not None:
+        plan.append(f"this host is not one of the rank table's servers ({elsewhere}); "
+                    "showing the ranks of every server")
+    servers = [_server(server, slots, workers, table, table_file, base_env)
+               for server, (slots, workers) in plans.items()]
+    for line in warnings:
+        print(f"warning: {line}", file=sys.stderr)
+    if as_json:
+        print(json.dumps({"spec": to_data(spec), "plan": plan, "mode": "ranks", "warnings": warnings,
+                          "rank_table": str(table_file), "world_size": table.world_size,
+                          "this_server": None if elsewhere is not None else next(iter(plans)),
+                          "servers": servers}, indent=2))
+        return 0
+    print(spec_to_yaml(spec), end="")
+    for line in plan:
+        print("# " + line)
+    for server in servers:
+        _print_server(server, table, table_file)
+    return 0
+
+
+def _server(server: str, slots: Sequence[Slot], workers: Sequence[WorkerSpec], table: rank_table.RankTable,
+            table_file: Path, base_env: Dict[str, str]) -> Dict[str, object]:
+    return {"server_id": server,
+            "ranks": [{"rank": w.rank, "local_rank": s.local_rank, "device_id": s.device_id, "command": list(w.cmd),
+                       "env": rank_environment.job_env_keys(w.env, base_env)}
+                      for s, w in zip(slots, workers)]}
+
+
+def _print_server(server: Dict[str, object], table: rank_table.RankTable, table_file: Path) -> None:
+    ranks = server["ranks"]
+    print(f"# server {server['server_id']}: ranks {ranks[0]['rank']}..{ranks[-1]['rank']} of {table.world_size} "
+          f"({len(table.servers)} server(s)); rank table {table_file}")
+    for rank in ranks:
+        print(f"[rank {rank['rank']}] command: {' '.join(rank['command'])}")
+        for key, value in rank["env"].items():
+            print(f"[rank {rank['rank']}]   {key}={value}")
