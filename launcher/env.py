@@ -83,3 +83,12 @@ def gpu_for(slot: Slot, inherited: Optional[str]) -> str:
 def job_env_keys(env: Mapping[str, str], base: Mapping[str, str]) -> Dict[str, str]:
     """What rank_env set or changed relative to ``base`` (for --dry-run)."""
     return {k: v for k, v in sorted(env.items()) if base.get(k) != v}
+
+
+def torchrun_env(slot: Slot, table: RankTable, port: int) -> Dict[str, str]:
+    """What torchrun gives each rank (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR,
+    MASTER_PORT), for `-- COMMAND` programs written for it. The master is the first server of the
+    table, as for Horovod's rendezvous (launcher.horovod_rendezvous); LOCAL_RANK is already set by rank_env."""
+    return {"RANK": str(slot.rank), "WORLD_SIZE": str(slot.world_size),
+            "LOCAL_WORLD_SIZE": str(slot.local_world_size),
+            "MASTER_ADDR": table.servers[0].server_id, "MASTER_PORT": str(port)}

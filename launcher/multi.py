@@ -38,7 +38,8 @@ def resolve_table(spec: JobSpec, table_path: Optional[str]) -> tuple[rank_table.
         table = rank_table.wait_until_completed(
             table_path, timeout_s=spec.launch.rank_table_timeout_s,
             poll_s=min(5.0, max(0.5, spec.launch.rank_table_timeout_s / 10)),
-            report=lambda line: log.info("%s", line))
+            report=lambda line: log.info("%s", line),
+            timeout_knob="--set launch.rank_table_timeout_s=SECONDS")
     except rank_table.RankTableError as e:
         raise LaunchError(str(e)) from None
     return table, Path(table_path)
@@ -68,10 +69,14 @@ def build_workers(spec: JobSpec, slots: Sequence[Slot], table: rank_table.RankTa
     spec_file = spec.run_dir / "spec.yaml"
     job_id = base_env.get("JOB_ID") or spec.name
     cmd = worker_command(command)
-    return [WorkerSpec(rank=s.rank, cmd=cmd,
-                       env=rank_environment.rank_env(s, spec, base_env, table, table_file, spec_file, job_id),
-                       heartbeat=rank_environment.heartbeat_file(spec, s.rank))
-            for s in slots]
+    workers = []
+    for s in slots:
+        env = rank_environment.rank_env(s, spec, base_env, table, table_file, spec_file, job_id)
+        if command:  # programs written for torchrun find their peers as it tells them
+            env.update(rank_environment.torchrun_env(s, table, spec.launch.port))
+        workers.append(WorkerSpec(rank=s.rank, cmd=cmd, env=env,
+                                  heartbeat=rank_environment.heartbeat_file(spec, s.rank)))
+    return workers
 
 
 def parse_console_ranks(text: Optional[str]) -> Optional[List[int]]:

@@ -16,6 +16,7 @@ def generate(
     device_ips: Mapping[int, str],
     device_ids: Optional[Sequence[int]] = None,
     first_rank: int = 0,
+    address_file: str = "/etc/hccn.conf",
 ) -> RankTable:
     """A version 1.0 table for one server, ranks ``first_rank..`` in device-id order given.
 
@@ -37,7 +38,7 @@ def generate(
             raise RankTableError(
                 source, f"$.server_list[0].device[{index}].device_ip",
                 f"device {device_id} has no address (addresses known for devices: {known})",
-                f"add address_{device_id}=<ip> to /etc/hccn.conf, or choose --devices among "
+                f"add address_{device_id}=<ip> to {address_file}, or choose --devices among "
                 "the known ones",
             )
         devices.append({

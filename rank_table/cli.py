@@ -1,7 +1,8 @@
 """Command line: ``python -m rank_table {validate,generate,merge,local} ...``.
 
-Exit status 0 on success; 2 for bad arguments or bad input, with one line on stderr
-(no traceback); 130 on Ctrl-C.
+Exit status (common.exits, as every command line of the project): 0 on success; 1 when
+``validate`` finds the table invalid (or never completed); 2 for bad arguments or bad input
+(a file that cannot be read), with one line on stderr (no traceback); 130 on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -11,14 +12,18 @@ import json
 import sys
 from typing import List, NoReturn, Optional, Sequence
 
+from common.exits import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
+from common.version import VERSION
+
 from .build import generate, local_table, merge
-from .errors import RankTableError
+from .errors import RankTableError, RankTableMissing
 from .files import load, load_with_rank_base, wait_until_completed, write
 from .hccn import parse_hccn_conf, query_hccn_tool
 from .model import RankTable, describe
 from .parse import MAX_DEVICE_ID
 
 PROG = "python -m rank_table"
+OUTPUT_HELP = "write the table to this file, atomically (default: print it)"
 DEFAULT_TOOL_DEVICES = tuple(range(8))
 
 
@@ -86,12 +91,18 @@ def _positive_seconds(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _ArgumentParser(prog=PROG, description="Validate, generate and merge HCCL rank "
-                             "tables (RANK_TABLE_FILE).")
+                             "tables (RANK_TABLE_FILE).",
+                             epilog="exit codes: 0 ok; 1 validate found the table invalid; 2 bad "
+                             "arguments or input (one line naming the fix)")
+    parser.add_argument("--version", action="version", version=f"{PROG} {VERSION}",
+                        help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
     p = sub.add_parser("validate", help="check a rank table and print a summary")
-    p.add_argument("file", metavar="FILE")
+    p.add_argument("file", metavar="FILE", help="the rank table (JSON)")
+    p.add_argument("--json", action="store_true",
+                   help="print the result as one JSON object (ok, error, version, world_size, servers)")
     p.add_argument("--wait", action="store_true",
                    help="re-read the file while it is missing or status is initializing")
     p.add_argument("--timeout", type=_seconds, default=None,
@@ -113,19 +124,21 @@ def build_parser() -> argparse.ArgumentParser:
                    "0-7 with --hccn-tool)")
     p.add_argument("--first-rank", type=_non_negative_int, default=0,
                    help="rank of the first device (N > 0 makes a fragment for `merge`)")
-    p.add_argument("-o", "--output", metavar="OUT")
+    p.add_argument("-o", "--output", metavar="OUT", help=OUTPUT_HELP)
     p.set_defaults(func=_cmd_generate)
 
     p = sub.add_parser("merge", help="join per-server tables, renumbering ranks 0..N-1")
-    p.add_argument("files", nargs="+", metavar="FILE")
-    p.add_argument("-o", "--output", metavar="OUT")
+    p.add_argument("files", nargs="+", metavar="FILE", help="per-server tables, in server order")
+    p.add_argument("-o", "--output", metavar="OUT", help=OUTPUT_HELP)
     p.set_defaults(func=_cmd_merge)
 
     p = sub.add_parser("local", help="a loopback table for CPU ranks")
-    p.add_argument("--ranks", type=_positive_int, required=True)
-    p.add_argument("--servers", type=_positive_int, default=1)
-    p.add_argument("--first-ip", default="127.0.0.1")
-    p.add_argument("-o", "--output", metavar="OUT")
+    p.add_argument("--ranks", type=_positive_int, required=True, help="ranks in all (the world size)")
+    p.add_argument("--servers", type=_positive_int, default=1,
+                   help="split the ranks evenly over this many loopback servers (default 1)")
+    p.add_argument("--first-ip", default="127.0.0.1",
+                   help="server_id of the first server; the next ones count up (default 127.0.0.1)")
+    p.add_argument("-o", "--output", metavar="OUT", help=OUTPUT_HELP)
     p.set_defaults(func=_cmd_local)
     return parser
 
@@ -137,15 +150,29 @@ def _stderr(line: str) -> None:
 def _cmd_validate(args: argparse.Namespace) -> int:
     if args.timeout is not None and not args.wait:
         raise UsageError("--timeout only applies with --wait")
-    if args.wait:
-        timeout = 300.0 if args.timeout is None else args.timeout
-        table = wait_until_completed(args.file, timeout_s=timeout, poll_s=args.poll, report=_stderr)
-    else:
-        table = load(args.file)
+    try:
+        if args.wait:
+            timeout = 300.0 if args.timeout is None else args.timeout
+            table = wait_until_completed(args.file, timeout_s=timeout, poll_s=args.poll, report=_stderr)
+        else:
+            table = load(args.file)
+    except RankTableMissing:
+        raise  # not a table to check: bad input
+    except RankTableError as exc:  # the check ran and failed
+        if args.json:
+            print(json.dumps({"file": args.file, "ok": False, "error": _one_line(str(exc))}))
+        _stderr(_one_line(f"error: {exc}"))
+        return EXIT_FAILED
+    if args.json:
+        print(json.dumps({"file": args.file, "ok": True, "error": None, "version": table.version,
+                          "world_size": table.world_size,
+                          "servers": [{"server_id": s.server_id, "device_ids": [d.device_id for d in s.devices],
+                                       "rank_ids": [d.rank_id for d in s.devices]} for s in table.servers]}))
+        return EXIT_OK
     print(f"{args.file}: OK")
     for line in describe(table):
         print(line)
-    return 0
+    return EXIT_OK
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
@@ -155,13 +182,15 @@ def _cmd_generate(args: argparse.Namespace) -> int:
                 text = handle.read()
         except OSError as exc:
             raise RankTableError(args.hccn_conf, "file", f"cannot read: {exc.strerror or exc}",
-                                 "pass the device address file, usually /etc/hccn.conf") from None
+                                 "check the path: --hccn-conf takes the file of address_<id>=<ip> lines "
+                                 "(on Ascend servers /etc/hccn.conf), or use --hccn-tool") from None
         addresses = parse_hccn_conf(text, args.hccn_conf)
         device_ids = args.devices
     else:
         device_ids = args.devices or list(DEFAULT_TOOL_DEVICES)
         addresses = query_hccn_tool(device_ids, binary=args.hccn_tool_bin)
-    table = generate(args.server_id, addresses, device_ids, first_rank=args.first_rank)
+    table = generate(args.server_id, addresses, device_ids, first_rank=args.first_rank,
+                     address_file=args.hccn_conf or "/etc/hccn.conf")
     return _emit(table, args.output)
 
 
@@ -201,4 +230,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         _stderr("interrupted")
         return 130
-    return 2
+    return EXIT_BAD_INPUT

@@ -6,7 +6,8 @@ Every message has the same shape, so a user can act on one line::
     <file>: <where>: <problem>; <fix>
 
 ``<where>`` is a JSON path such as ``$.server_list[1].device[0].rank_id`` for rank
-tables, or a location such as ``line 3`` for text inputs (hccn.conf, hccn_tool output).
+tables, or a location such as ``line 3`` for text inputs (hccn.conf, hccn_tool output); it is
+left out (with its colon) when the source is a whole command.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ class RankTableError(ValueError):
         self.path = path
         self.problem = problem
         self.fix = fix
-        super().__init__(f"{source}: {path}: {problem}; {fix}")
+        super().__init__(f"{source}: {path}: {problem}; {fix}" if path else f"{source}: {problem}; {fix}")
 
     def __reduce__(self) -> Tuple[object, ...]:  # keep picklable (multiprocessing)
         return (type(self), (self.source, self.path, self.problem, self.fix))

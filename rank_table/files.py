@@ -71,6 +71,7 @@ def wait_until_completed(
     report: Callable[[str], None] = print,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    timeout_knob: str = "--timeout SECONDS",
 ) -> RankTable:
     """Re-read ``path`` until it holds a completed, valid rank table, and return it.
 
@@ -78,7 +79,8 @@ def wait_until_completed(
     says ``"status": "initializing"`` (Kubernetes updates a ConfigMap in place). Calls
     ``report`` with one progress line per poll. A completed but invalid table raises at
     once: waiting would not fix it. After ``timeout_s`` seconds raises
-    :class:`RankTableError` naming the path, the last state seen and how to wait longer.
+    :class:`RankTableError` naming the path, the last state seen and how to wait longer
+    (``timeout_knob``: the caller's own setting for the time-out).
     """
     if poll_s <= 0 or timeout_s < 0:
         raise ValueError(f"need poll_s > 0 and timeout_s >= 0, got {poll_s} and {timeout_s}")
@@ -100,8 +102,7 @@ def wait_until_completed(
                 f"no completed rank table after {elapsed:.0f} s (timeout {timeout_s:g} s); "
                 f"last seen: {state}",
                 "check that every pod of the job was scheduled and got its devices; if the "
-                "cluster needs longer, raise the timeout (--timeout SECONDS, or "
-                "wait_until_completed(timeout_s=...))",
+                f"cluster needs longer, raise the timeout ({timeout_knob})",
             )
         report(f"waiting for rank table {source}: {state}; "
                f"{elapsed:.0f} s of {timeout_s:g} s so far")

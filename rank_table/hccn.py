@@ -73,16 +73,16 @@ def query_hccn_tool(
         try:
             proc = runner(argv, capture_output=True, text=True, timeout=timeout_s, check=False)
         except FileNotFoundError:
-            raise RankTableError(binary, "$", "command not found",
+            raise RankTableError(binary, "", "command not found",
                                  "install the Ascend driver tools, pass --hccn-tool-bin PATH, "
-                                 "or use --hccn-conf /etc/hccn.conf") from None
+                                 "or use --hccn-conf FILE (on Ascend servers /etc/hccn.conf)") from None
         except subprocess.TimeoutExpired:
-            raise RankTableError(shown, "$", f"did not answer within {timeout_s:g} s",
+            raise RankTableError(shown, "", f"did not answer within {timeout_s:g} s",
                                  "check the NPU driver (npu-smi info)") from None
         if proc.returncode != 0:
             detail = (proc.stderr or proc.stdout or "").strip().splitlines()
             last = detail[-1] if detail else "no output"
-            raise RankTableError(shown, "$", f"exited with status {proc.returncode} ({last})",
+            raise RankTableError(shown, "", f"exited with status {proc.returncode} ({last})",
                                  f"check that device {device_id} exists (npu-smi info) or "
                                  "choose devices with --devices")
         found[device_id] = parse_hccn_tool_ip(proc.stdout, f"output of `{shown}`")

@@ -219,22 +219,26 @@ def test_dry_run_single_card() -> None:
 # --- running COMMAND on every rank ----------------------------------------------------------------
 
 def test_cpu_ranks_without_rank_table(tmp_path: Path) -> None:
-    result = launch("configs/smoke.yaml", "--set", "devices.count=3", "--set", f"output_dir={tmp_path}",
-                    command=[*ECHO, "RANK_ID", "RANK_SIZE", "LOCAL_RANK", "CUDA_VISIBLE_DEVICES"])
+    """torchrun's spelling: -np for the ranks, --output-dir, and its variables for COMMAND."""
+    names = ["RANK_ID", "RANK_SIZE", "LOCAL_RANK", "CUDA_VISIBLE_DEVICES", "RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE",
+             "MASTER_ADDR", "MASTER_PORT"]
+    result = launch("configs/smoke.yaml", "-np", "3", "--output-dir", str(tmp_path), "--set", "launch.port=29871",
+                    command=[*ECHO, *names])
     assert result.returncode == 0, result.stdout + result.stderr
     lines = rank_lines(result.stdout)
     assert sorted(lines) == [0, 1, 2]
     for rank in range(3):
         values = echoed(lines[rank])
-        assert values == {"RANK_ID": str(rank), "RANK_SIZE": "3", "LOCAL_RANK": str(rank),
-                          "CUDA_VISIBLE_DEVICES": ""}
+        expected = {"RANK_ID": str(rank), "RANK_SIZE": "3", "LOCAL_RANK": str(rank), "CUDA_VISIBLE_DEVICES": "",
+                    "RANK": str(rank), "WORLD_SIZE": "3", "LOCAL_WORLD_SIZE": "3", "MASTER_ADDR": "127.0.0.1",
+                    "MASTER_PORT": "29871"}
+        assert values == expected
         log = tmp_path / "logs" / "attempt_0" / f"rank_{rank}.log"
-        assert log.read_text().splitlines() == [f"RANK_ID={rank}", "RANK_SIZE=3", f"LOCAL_RANK={rank}",
-                                                "CUDA_VISIBLE_DEVICES=", "echo done"]
+        assert log.read_text().splitlines() == [f"{k}={v}" for k, v in expected.items()] + ["echo done"]
     assert "launcher: all workers finished successfully (1 attempt" in result.stdout
     table = rank_table.load(tmp_path / "rank_table.json")
     assert table.world_size == 3 and table.server_ids == ("127.0.0.1",)
-    assert (tmp_path / "spec.yaml").exists()
+    assert yaml.safe_load((tmp_path / "spec.yaml").read_text())["devices"]["count"] == 3
 
 
 def test_npu_ranks_see_their_environment_only(tmp_path: Path) -> None:

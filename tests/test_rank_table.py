@@ -682,8 +682,9 @@ def cli(*args: str, env: Optional[Dict[str, str]] = None) -> subprocess.Complete
                           capture_output=True, text=True, timeout=60, check=False)
 
 
-def assert_one_line_error(proc: subprocess.CompletedProcess, pattern: str) -> None:
-    assert proc.returncode == 2, proc.stderr
+def assert_one_line_error(proc: subprocess.CompletedProcess, pattern: str, code: int = 2) -> None:
+    """``code``: 2 bad input (the default), 1 a check that ran and failed (validate)."""
+    assert proc.returncode == code, proc.stderr
     assert proc.stdout == ""
     lines = proc.stderr.splitlines()
     assert len(lines) == 1, proc.stderr
@@ -707,21 +708,22 @@ def test_cli_validate_broken_table(tmp_path: Path) -> None:
     path.write_text(json.dumps(edited(v10_2x2, ("server_list.1.device.0.rank_id", 2))))
     assert_one_line_error(cli("validate", str(path)),
                           re.escape(f"error: {path}: $.server_list[1].device[0].rank_id: is the "
-                                    "JSON number 2"))
+                                    "JSON number 2"), code=1)
 
 
 def test_cli_validate_missing_and_not_json(tmp_path: Path) -> None:
     assert_one_line_error(cli("validate", str(tmp_path / "nope.json")), r"file not found")
     bad = tmp_path / "bad.json"
     bad.write_text("{\n")
-    assert_one_line_error(cli("validate", str(bad)), r"\(line 2, column 1\): not valid JSON")
+    assert_one_line_error(cli("validate", str(bad)), r"\(line 2, column 1\): not valid JSON", code=1)
 
 
 def test_cli_validate_wait_timeout(tmp_path: Path) -> None:
     path = tmp_path / "hccl.json"
     path.write_text(json.dumps(INITIALIZING))
     proc = cli("validate", str(path), "--wait", "--timeout", "0")
-    assert_one_line_error(proc, r"no completed rank table after 0 s .*--timeout SECONDS")
+    assert_one_line_error(proc, r"no completed rank table after 0 s .*raise the timeout \(--timeout SECONDS\)$",
+                          code=1)
 
 
 def test_cli_validate_wait_ready(tmp_path: Path) -> None:
@@ -810,8 +812,8 @@ def test_cli_generate_with_hccn_tool_defaults_and_failures(
     assert parse(json.loads(proc.stdout)).world_size == 8
     assert_one_line_error(
         cli("generate", "--server-id", "a", "--hccn-tool", "--devices", "9", env=fake_hccn_tool),
-        r"hccn_tool -i 9 -ip -g: \$: exited with status 1 \(device 9 not found\)")
+        r"^error: hccn_tool -i 9 -ip -g: exited with status 1 \(device 9 not found\)")
     assert_one_line_error(
         cli("generate", "--server-id", "a", "--hccn-tool", "--hccn-tool-bin",
             str(tmp_path / "missing_tool")),
-        r"missing_tool: \$: command not found; .*--hccn-conf")
+        r"missing_tool: command not found; .*--hccn-conf FILE \(on Ascend servers /etc/hccn.conf\)$")
