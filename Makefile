@@ -9,7 +9,7 @@ PIP := $(PY) -m pip --disable-pip-version-check
 TF_PIN := tensorflow-cpu==2.18.1
 SPEC ?= configs/mnist_1p.yaml
 
-.PHONY: run test setup setup-dev horovod data lint pytest bench clean
+.PHONY: run test setup setup-dev horovod data lint pytest docs-check bench clean
 
 run: setup
 	$(PY) -m launcher $(SPEC)
@@ -49,6 +49,10 @@ lint: setup-dev
 
 pytest: setup-dev
 	$(PY) -m pytest -q tests
+
+# Every shell command of README.md, configs/README.md and docs/ run or checked (seconds; part of `make test`).
+docs-check: setup-dev
+	$(PY) -m pytest -q tests/test_docs.py
 
 bench: setup-dev
 	$(PY) -m bench.all

@@ -67,6 +67,17 @@ def test_end_to_end_report(trained: Path) -> None:
     assert not list(trained.rglob("*.tmp")) and not list(trained.rglob(".tmp-*"))
 
 
+def test_readme_outputs_exist(trained: Path) -> None:
+    """Every output README lists for a single-card run is there (the multi-rank ones:
+    tests/test_launcher_cli.py::test_cpu_ranks_without_rank_table)."""
+    from tests.test_docs import readme_outputs
+
+    entries = readme_outputs()
+    assert len(entries) >= 12 and ("rank_table.json", True) in entries
+    missing = [pattern for pattern, multi_rank in entries if not multi_rank and not list(trained.glob(pattern))]
+    assert not missing
+
+
 def test_resume_ends_with_the_weights_of_an_uninterrupted_run(tmp_path: Path) -> None:
     common = dict(TINY_TRAIN, stages="[train]")
     whole, split = tmp_path / "whole", tmp_path / "split"
