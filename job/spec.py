@@ -34,8 +34,9 @@ class DevicesSpec:
 
 @dataclass(frozen=True)
 class LaunchSpec:
-    rank_table: Optional[str] = option(None, "HCCL rank table (JSON); --rank-table overrides. Without "
-                                       "one, CPU jobs make a loopback table for devices.count ranks")
+    rank_table: Optional[str] = option(None, "HCCL rank table (JSON); --rank-table (or an exported "
+                                       "RANK_TABLE_FILE) overrides. Without one, CPU and GPU jobs make "
+                                       "a loopback table for devices.count ranks")
     rank_table_timeout_s: float = option(300.0, "how long to wait for a rank table whose status is "
                                          "'initializing' (as Huawei's scripts: 300 s)", min=0.0)
     max_restarts: int = option(0, "restart all local ranks this many times after a failure", min=0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
 import sys
@@ -55,6 +56,9 @@ def check_backend(spec: JobSpec, world_size: int, command: Sequence[str]) -> Non
                           "(or horovod) on CPUs and GPUs, hccl on Ascend (configs/cpu_2p_tf.yaml is such a "
                           "spec), or use devices.count: 1 (a recovery-only job, stages: [recover], may use "
                           "local on any number of ranks)")
+    if spec.backend == "horovod" and importlib.util.find_spec("horovod") is None:
+        raise LaunchError("backend: horovod needs Horovod, which is not installed. Run make horovod (it "
+                          "builds Horovod against the installed TensorFlow, 2-4 min) or use --set backend=tf")
     if spec.backend == "hccl" and spec.devices.type != "npu":
         raise LaunchError("backend: hccl needs devices.type: npu (HCCL runs on Ascend devices). "
                           "Use backend tf or horovod on CPUs and GPUs")

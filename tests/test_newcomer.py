@@ -139,3 +139,26 @@ def test_relative_paths_in_a_spec_resolve_against_its_folder(tmp_path: Path) -> 
     assert result.returncode == 0, result.stderr
     plan = json.loads(result.stdout)
     assert plan["rank_table"] == str(folder / "two.json") and plan["spec"]["output_dir"] == str(folder / "out")
+
+
+def test_single_card_dry_run_checks_the_data_files(monkeypatch: pytest.MonkeyPatch) -> None:
+    from launcher.cli import main
+    from tests.test_docs import run_in_process
+
+    monkeypatch.chdir(REPO)
+    result = run_in_process(main, ["configs/reference.yaml", "--dry-run", "--set", "data.path=/nonexistent/mnist"])
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: data.path: /nonexistent/mnist is not a folder"), result.stderr
+
+
+def test_missing_horovod_is_one_line_naming_make_horovod(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from job.spec import load_spec
+    from launcher import multi
+    from launcher.errors import LaunchError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(multi.importlib.util, "find_spec", lambda name: None if name == "horovod" else real(name))
+    with pytest.raises(LaunchError, match="backend: horovod needs Horovod, which is not installed. Run make horovod"):
+        multi.check_backend(load_spec(REPO / "configs/cpu_2p_horovod.yaml"), 2, [])
