@@ -52,7 +52,7 @@ def documented_commands() -> List[Tuple[str, int, str, List[str]]]:
         text = doc.read_text()
         for block in FENCE.finditer(text):
             first_line = text[:block.start()].count("\n") + 2
-            lines = block.group(1).splitlines()
+            lines = _join_synopsis(block.group(1).splitlines())
             for i, line in enumerate(lines):
                 shown = line.startswith("$ ")
                 command = _strip_comment(line[2:] if shown else line)
@@ -66,6 +66,16 @@ def documented_commands() -> List[Tuple[str, int, str, List[str]]]:
         for match in INLINE.finditer(text):
             found.append((doc.name, text[:match.start()].count("\n") + 1, match.group(1), []))
     return found
+
+
+def _join_synopsis(lines: List[str]) -> List[str]:
+    """A synopsis wrapped onto indented '[--flag ...]' lines is one command (line numbers kept)."""
+    out = list(lines)
+    for i in range(len(out) - 1, 0, -1):
+        if re.match(r"\s+\[", out[i]) and out[i - 1].strip():
+            out[i - 1] += " " + out[i].strip()
+            out[i] = ""
+    return out
 
 
 def _strip_comment(line: str) -> str:
