@@ -54,6 +54,8 @@ def check_backend(spec: JobSpec, world_size: int, command: Sequence[str]) -> Non
     if spec.backend == "hccl" and spec.devices.type != "npu":
         raise LaunchError("backend: hccl needs devices.type: npu (HCCL runs on Ascend devices). "
                           "Use backend tf or horovod on CPUs and GPUs")
+    if spec.devices.type == "npu" and spec.backend in ("tf", "horovod"):
+        raise LaunchError(f"backend: {spec.backend} does not run on Ascend NPUs. Use backend hccl")
 
 
 def worker_command(command: Sequence[str]) -> List[str]:
