@@ -20,7 +20,7 @@ from job.spec import JobSpec
 from launcher import horovod_rendezvous
 from launcher.slots import Slot
 from rank_table import RankTable
-from rank_table.devices import logical_id
+from rank_table.devices import VISIBLE, logical_id
 
 # Inherited variables that would change what HCCL or the collectives do behind our back.
 SCRUBBED = ("POD_NAME", "CM_CHIEF_IP", "CM_CHIEF_PORT", "CM_CHIEF_DEVICE", "CM_WORKER_SIZE",
@@ -71,6 +71,12 @@ def rank_env(slot: Slot, spec: JobSpec, base: Mapping[str, str], table: RankTabl
     else:
         env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU rank must not grab a GPU by accident
     return env
+
+
+def visibility(base: Mapping[str, str]) -> str:
+    """How logical NPU ids were counted, for --dry-run."""
+    visible = base.get(VISIBLE)
+    return f"container, {VISIBLE}={visible}" if visible else f"bare metal, no {VISIBLE}"
 
 
 def gpu_for(slot: Slot, inherited: Optional[str]) -> str:

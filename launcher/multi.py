@@ -107,8 +107,12 @@ def run_ranks(spec: JobSpec, args: argparse.Namespace, command: Sequence[str], t
             print("# " + line)
         print(f"# server {server}: ranks {slots[0].rank}..{slots[-1].rank} of {table.world_size} "
               f"({len(table.servers)} server(s)); rank table {table_file}")
-        for w in workers:
+        for w, slot in zip(workers, slots):
             print(f"[rank {w.rank}] command: {' '.join(w.cmd)}")
+            if spec.devices.type == "npu":
+                print(f"[rank {w.rank}] device: physical {slot.device_id} (rank table), logical "
+                      f"{w.env['ASCEND_DEVICE_ID']} (opened by npu_device; "
+                      f"{rank_environment.visibility(base_env)})")
             for key, value in rank_environment.job_env_keys(w.env, base_env).items():
                 print(f"[rank {w.rank}]   {key}={value}")
         return 0
