@@ -15,12 +15,14 @@ from common.exits import EXIT_BAD_INPUT, EXIT_FAILED
 from common.files import atomic_write_text
 from job.plan import describe_plan
 from job.spec import JobSpec, spec_to_yaml
+from launcher import ascend
 from launcher import env as rank_environment
 from launcher import horovod_rendezvous
 from launcher.errors import LaunchError
 from launcher.progress import ProgressBoard
 from launcher.slots import Slot, SlotError, assign_slots, identify_server, this_host_names
 from launcher.supervise import LauncherInterrupted, WorkerSpec, format_summary, run
+from rank_table.devices import DeviceMapError, check_chip
 
 log = logging.getLogger("launcher")
 
@@ -67,7 +69,9 @@ def build_workers(spec: JobSpec, slots: Sequence[Slot], table: rank_table.RankTa
     spec_file = spec.run_dir / "spec.yaml"
     job_id = base_env.get("JOB_ID") or spec.name
     cmd = worker_command(command)
-    return [WorkerSpec(rank=s.rank, cmd=cmd,
+    bind = spec.devices.type == "npu" and spec.npu.bind_cores
+    return [WorkerSpec(rank=s.rank, cmd=(ascend.taskset_prefix(s.local_rank, s.local_world_size) if bind else [])
+                       + cmd,
                        env=rank_environment.rank_env(s, spec, base_env, table, table_file, spec_file, job_id),
                        heartbeat=rank_environment.heartbeat_file(spec, s.rank))
             for s in slots]
@@ -90,6 +94,11 @@ def run_ranks(spec: JobSpec, args: argparse.Namespace, command: Sequence[str], t
     except SlotError as e:
         raise LaunchError(f"{table_file}: {e}") from None
     check_backend(spec, table.world_size, command)
+    if spec.devices.type == "npu":
+        try:
+            check_chip(table, spec.npu.chip, str(table_file))
+        except DeviceMapError as e:
+            raise LaunchError(str(e)) from None
     base_env = dict(os.environ)
     try:
         workers = build_workers(spec, slots, table, table_file, command, base_env)
@@ -116,6 +125,10 @@ def run_ranks(spec: JobSpec, args: argparse.Namespace, command: Sequence[str], t
             for key, value in rank_environment.job_env_keys(w.env, base_env).items():
                 print(f"[rank {w.rank}]   {key}={value}")
         return 0
+    if spec.devices.type == "npu" and spec.npu.smi_check:
+        note = ascend.check_health([s.device_id for s in slots])
+        if note:
+            log.info("%s", note)
     if table_path is None:
         rank_table.write(table, table_file)
     atomic_write_text(spec.run_dir / "spec.yaml", spec_to_yaml(spec))
