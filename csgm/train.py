@@ -27,6 +27,7 @@ from csgm.data import Dataset
 from csgm.images import grid, save_png
 from csgm.model import VAE, compute_dtype, vae_loss
 from csgm.optim import Adam
+from csgm.precision import DynamicLossScale
 from common.schema import SpecError
 from csgm.config import DataConfig, TrainConfig
 
@@ -85,19 +86,24 @@ def heldout_recon_mse(model: VAE, images: np.ndarray, seed: int) -> float:
 
 class Trainer:
     def __init__(self, spec: TrainConfig, data: Dataset, run_dir: Path, backend: Backend,
-                 meta: Dict[str, Any], xla: bool = False, data_config: Optional[DataConfig] = None):
+                 meta: Dict[str, Any], xla: bool = False, data_config: Optional[DataConfig] = None,
+                 loss_scale: Optional[DynamicLossScale] = None, graph_precision: Optional[str] = None):
         """``data_config`` names the data in the checkpoints' recorded inputs (csgm.resume);
-        without it the data set's description stands for it."""
+        without it the data set's description stands for it. ``loss_scale``: dynamic loss scaling
+        (float16 on an NPU); ``graph_precision``: the precision of this graph when it differs from
+        ``spec.precision`` (on an NPU CANN does the casting)."""
         self.spec, self.data, self.backend = spec, data, backend
+        self.loss_scale = loss_scale
         self.run_dir = Path(run_dir)
         self.inputs = training_inputs(spec, data_config if data_config is not None else data.description)
         self.meta = dict(meta, inputs=self.inputs, digest=digest(self.inputs))
         with backend.scope():
             self.model = VAE(spec.latent_dim, spec.hidden, spec.seed)
             self.optimizer = Adam(self.model.weights, spec.learning_rate)
+        self._overflows_logged = 0
         self.store = CheckpointStore(self.run_dir / "checkpoints", keep=spec.keep_checkpoints,
                                      model=self.model, optimizer=self.optimizer)
-        self.dtype = compute_dtype(spec.precision)
+        self.dtype = compute_dtype(graph_precision or spec.precision)
         self.is_chief = backend.rank == 0
         self.writer = (tf.summary.create_file_writer(str(self.run_dir / "tensorboard"))
                        if self.is_chief else None)
@@ -111,11 +117,29 @@ class Trainer:
     def _gradients(self, x: tf.Tensor, eps: tf.Tensor) -> tuple:
         with tf.GradientTape() as tape:
             loss = vae_loss(self.model, x, eps, self.dtype)
-        return loss, tape.gradient(loss, self.model.weights)
+            scaled = loss if self.loss_scale is None else loss * self.loss_scale.scale
+        return loss, tape.gradient(scaled, self.model.weights)
 
     def _replica_step(self, x: tf.Tensor, eps: tf.Tensor) -> tf.Tensor:
         loss, grads = self._loss_and_grads(x, eps)
-        self.optimizer.apply(self.backend.all_reduce_mean(grads))
+        if self.loss_scale is None:
+            self.optimizer.apply(self.backend.all_reduce_mean(grads))
+            return loss
+        # The overflow status travels with the gradients in one all-reduce: a step that overflowed
+        # on any rank is skipped on every rank (Huawei's optimizer all-reduces the status too).
+        *grads, status = self.backend.all_reduce_mean(list(grads) + [self.loss_scale.status(grads)])
+        scale = self.loss_scale.scale.read_value()
+        apply = self.loss_scale.update(status)
+
+        def step() -> tf.Tensor:
+            self.optimizer.apply([g / scale for g in grads])
+            return tf.constant(True)
+
+        def skip() -> tf.Tensor:  # as Keras' and Huawei's optimizers: the step counts, nothing moves
+            self.optimizer.step.assign_add(1)
+            return tf.constant(False)
+
+        tf.cond(apply, step, skip)
         return loss
 
     def _steps(self, xs: tf.Tensor, eps: tf.Tensor) -> tf.Tensor:
@@ -182,6 +206,7 @@ class Trainer:
                     timed_examples += count * global_batch
                     timed_seconds += seconds
                 first_call, last_loss, done = False, loss, done + count
+                self._log_overflows()
                 self._log_step(step + count, loss, count * global_batch / seconds, seconds / count,
                                epoch, done, per_epoch)
             self._end_epoch(epoch, last_loss)
@@ -190,6 +215,15 @@ class Trainer:
         log.info("held-out autoencoding error (per-pixel MSE, %d images): %.5f", len(self.data.heldout), mse)
         return TrainResult(epochs=spec.epochs, steps=self.optimizer.steps_done, examples_per_sec=speed,
                            heldout_recon_mse=mse, final_loss=last_loss)
+
+    def _log_overflows(self) -> None:
+        if self.loss_scale is None:
+            return
+        overflows = int(self.loss_scale.overflows.numpy())
+        if overflows > self._overflows_logged:
+            log.info("loss scale: %d overflowing step(s) skipped so far; scale now %g", overflows,
+                     float(self.loss_scale.scale.numpy()))
+            self._overflows_logged = overflows
 
     def _log_step(self, step: int, loss: float, examples_per_sec: float, sec_per_batch: float,
                   epoch: int, done: int, per_epoch: int) -> None:

@@ -20,6 +20,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 import yaml
 
 from common.schema import SpecError, build, known_paths, option, to_data
+from csgm.ascend import NpuOptions, npu_precision_conflict
 from csgm.config import DataConfig, RecoveryConfig, TrainConfig
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -71,12 +72,15 @@ class JobSpec:
     recovery: RecoveryConfig = option(RecoveryConfig(), "compressed-sensing recovery")
     launch: LaunchSpec = option(LaunchSpec(), "process launch and supervision")
     hccl: HcclSpec = option(HcclSpec(), "HCCL settings (devices.type npu)")
+    npu: NpuOptions = option(NpuOptions(), "Ascend NPU options (devices.type npu), passed to CANN's adapter")
 
     def check(self) -> Optional[Tuple[str, str, str]]:
         if not DNS_LABEL.fullmatch(self.name):
             return ("name", f"{self.name!r} is not a DNS-1123 label",
                     "Use at most 63 lower-case letters, digits and '-', starting and ending "
                     "with a letter or digit")
+        if self.devices.type == "npu":
+            return npu_precision_conflict(self.stages, self.train.precision, self.recovery.precision)
         return None
 
     @property

@@ -17,12 +17,14 @@ from typing import Any, Callable, Dict, Optional, Tuple
 from common.exits import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 from common.files import atomic_write_json
 from common.schema import SpecError, to_data
+from csgm.ascend import graph_precision
 from csgm.backends import Backend
 from csgm.checkpoint import CheckpointError, CheckpointStore
 from csgm.config import RecoveryConfig
 from csgm.data import DataError, Dataset, load_dataset
 from csgm.estimators import CsgmSolver
 from csgm.model import VAE, use_xla
+from csgm.precision import DynamicLossScale
 from csgm.recovery import RecoveryRunner, UnitStore, plan, shard
 from csgm.report import MissingUnits, write_report
 from csgm.train import Trainer, checkpoint_id
@@ -52,11 +54,22 @@ def load_generator(run_dir: Path) -> Generator:
 def train_stage(spec: JobSpec, data: Dataset, backend: Backend) -> Optional[Generator]:
     """Train (or resume); returns the trained generator, identical on every rank."""
     trainer = Trainer(spec.train, data, spec.run_dir, backend, meta={"spec": to_data(spec)},
-                      xla=use_xla(spec.devices.type, spec.train.precision), data_config=spec.data)
+                      xla=use_xla(spec.devices.type, spec.train.precision), data_config=spec.data,
+                      loss_scale=_loss_scale(spec), graph_precision=graph_precision(spec.train.precision,
+                                                                                    spec.devices.type))
     result = trainer.fit()
     if backend.rank == 0:
         atomic_write_json(spec.run_dir / "train_metrics.json", asdict(result))
     return (trainer.model, trainer.checkpoint_id) if spec.train.epochs > 0 else None
+
+
+def _loss_scale(spec: JobSpec) -> Optional[DynamicLossScale]:
+    """float16 training on an NPU (precision mixed) scales the loss; overflow from the NPU's status."""
+    if spec.devices.type != "npu" or spec.train.precision != "mixed":
+        return None
+    from csgm.backends.npu import float_status
+
+    return DynamicLossScale(float_status)
 
 
 def recovery_digest(recovery: RecoveryConfig, data: Dict[str, Any], checkpoint_id: str) -> str:
@@ -79,7 +92,8 @@ def recover_stage(spec: JobSpec, data: Dataset, backend: Backend, trained: Optio
                       recovery_digest(rec, to_data(spec.data), checkpoint))
     units = plan(rec, len(data.heldout))
     mine = shard(units, rec, backend.rank, backend.size)
-    solver = (CsgmSolver(generator[0], rec.precision, use_xla(spec.devices.type, rec.precision))
+    solver = (CsgmSolver(generator[0], graph_precision(rec.precision, spec.devices.type),
+                         use_xla(spec.devices.type, rec.precision))
               if generator else None)
     began = time.monotonic()
 

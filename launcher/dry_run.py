@@ -62,10 +62,17 @@ def dry_run(spec: JobSpec, table: rank_table.RankTable, table_file: Path, plans:
 
 def _server(server: str, slots: Sequence[Slot], workers: Sequence[WorkerSpec], table: rank_table.RankTable,
             table_file: Path, base_env: Dict[str, str]) -> Dict[str, object]:
-    return {"server_id": server,
-            "ranks": [{"rank": w.rank, "local_rank": s.local_rank, "device_id": s.device_id, "command": list(w.cmd),
-                       "env": rank_environment.job_env_keys(w.env, base_env)}
-                      for s, w in zip(slots, workers)]}
+    """Each rank's command and environment; on NPUs also the device it opens: the table names a
+    physical id, npu_device opens the logical id ASCEND_DEVICE_ID (launcher.env)."""
+    ranks: List[Dict[str, object]] = []
+    for s, w in zip(slots, workers):
+        rank: Dict[str, object] = {"rank": w.rank, "local_rank": s.local_rank, "device_id": s.device_id,
+                                   "command": list(w.cmd), "env": rank_environment.job_env_keys(w.env, base_env)}
+        if "ASCEND_DEVICE_ID" in w.env:
+            rank["logical_device_id"] = int(w.env["ASCEND_DEVICE_ID"])
+            rank["visibility"] = rank_environment.visibility(base_env)
+        ranks.append(rank)
+    return {"server_id": server, "ranks": ranks}
 
 
 def _print_server(server: Dict[str, object], table: rank_table.RankTable, table_file: Path) -> None:
@@ -74,5 +81,8 @@ def _print_server(server: Dict[str, object], table: rank_table.RankTable, table_
           f"({len(table.servers)} server(s)); rank table {table_file}")
     for rank in ranks:
         print(f"[rank {rank['rank']}] command: {' '.join(rank['command'])}")
+        if "logical_device_id" in rank:
+            print(f"[rank {rank['rank']}] device: physical {rank['device_id']} (rank table), logical "
+                  f"{rank['logical_device_id']} (opened by npu_device; {rank['visibility']})")
         for key, value in rank["env"].items():
             print(f"[rank {rank['rank']}]   {key}={value}")

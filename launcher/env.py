@@ -3,6 +3,12 @@
 NPU ranks get exactly what CANN's TensorFlow adapter reads (RANK_TABLE_FILE, RANK_ID, RANK_SIZE,
 DEVICE_ID, ASCEND_DEVICE_ID, JOB_ID, HCCL timeouts); never POD_NAME (it switches HCCL to a legacy
 lookup) and never the rank-table-free CM_* variables (the two schemes must not be mixed).
+
+The device: ``npu_device.open()`` opens *logical* device ASCEND_DEVICE_ID and HCCL checks its physical
+id against the table (rank_table.devices). So both DEVICE_ID and ASCEND_DEVICE_ID get the logical id
+of the device the table names: the physical id on bare metal (as ModelZoo's train_full_8p.sh exports
+ASCEND_DEVICE_ID=$RANK_ID on a full server), the position among ASCEND_VISIBLE_DEVICES in a container
+(as MindX DL's start scripts export DEVICE_ID=ASCEND_DEVICE_ID=<index>).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from job.spec import JobSpec
 from launcher import horovod_rendezvous
 from launcher.slots import Slot
 from rank_table import RankTable
+from rank_table.devices import VISIBLE, logical_id
 
 # Inherited variables that would change what HCCL or the collectives do behind our back.
 SCRUBBED = ("POD_NAME", "CM_CHIEF_IP", "CM_CHIEF_PORT", "CM_CHIEF_DEVICE", "CM_WORKER_SIZE",
@@ -55,8 +62,8 @@ def rank_env(slot: Slot, spec: JobSpec, base: Mapping[str, str], table: RankTabl
                                                spec.launch.port, spec.launch.collective_timeout_s))
     kind = spec.devices.type
     if kind == "npu":
-        env["DEVICE_ID"] = str(slot.device_id)           # physical id, from the table
-        env["ASCEND_DEVICE_ID"] = str(slot.local_rank)   # logical id among this server's devices
+        logical = str(logical_id(slot.device_id, base))  # DeviceMapError (a ValueError) if not visible
+        env["DEVICE_ID"] = env["ASCEND_DEVICE_ID"] = logical
         env["HCCL_CONNECT_TIMEOUT"] = str(spec.hccl.connect_timeout_s)
         env["HCCL_EXEC_TIMEOUT"] = str(spec.hccl.exec_timeout_s)
     elif kind == "gpu":
@@ -64,6 +71,12 @@ def rank_env(slot: Slot, spec: JobSpec, base: Mapping[str, str], table: RankTabl
     else:
         env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU rank must not grab a GPU by accident
     return env
+
+
+def visibility(base: Mapping[str, str]) -> str:
+    """How logical NPU ids were counted, for --dry-run."""
+    visible = base.get(VISIBLE)
+    return f"container, {VISIBLE}={visible}" if visible else f"bare metal, no {VISIBLE}"
 
 
 def gpu_for(slot: Slot, inherited: Optional[str]) -> str:

@@ -16,12 +16,14 @@ from common.exits import EXIT_BAD_INPUT, EXIT_FAILED
 from common.files import atomic_write_text
 from job.plan import describe_plan
 from job.spec import JobSpec, spec_to_yaml
+from launcher import ascend
 from launcher import env as rank_environment
 from launcher import horovod_rendezvous
 from launcher.errors import LaunchError
 from launcher.progress import ProgressBoard
 from launcher.slots import Slot, SlotError, assign_slots, identify_server, this_host_names
 from launcher.supervise import LauncherInterrupted, WorkerSpec, format_summary, run
+from rank_table.devices import DeviceMapError, check_chip
 
 log = logging.getLogger("launcher")
 
@@ -62,6 +64,8 @@ def check_backend(spec: JobSpec, world_size: int, command: Sequence[str]) -> Non
     if spec.backend == "hccl" and spec.devices.type != "npu":
         raise LaunchError("backend: hccl needs devices.type: npu (HCCL runs on Ascend devices). "
                           "Use backend tf or horovod on CPUs and GPUs")
+    if spec.devices.type == "npu" and spec.backend in ("tf", "horovod"):
+        raise LaunchError(f"backend: {spec.backend} does not run on Ascend NPUs. Use backend hccl")
 
 
 def worker_command(command: Sequence[str]) -> List[str]:
@@ -73,12 +77,14 @@ def build_workers(spec: JobSpec, slots: Sequence[Slot], table: rank_table.RankTa
     spec_file = spec.run_dir / "spec.yaml"
     job_id = base_env.get("JOB_ID") or spec.name
     cmd = worker_command(command)
+    bind = spec.devices.type == "npu" and spec.npu.bind_cores
     workers = []
     for s in slots:
         env = rank_environment.rank_env(s, spec, base_env, table, table_file, spec_file, job_id)
         if command:  # programs written for torchrun find their peers as it tells them
             env.update(rank_environment.torchrun_env(s, table, spec.launch.port))
-        workers.append(WorkerSpec(rank=s.rank, cmd=cmd, env=env,
+        prefix = ascend.taskset_prefix(s.local_rank, s.local_world_size) if bind else []
+        workers.append(WorkerSpec(rank=s.rank, cmd=prefix + cmd, env=env,
                                   heartbeat=rank_environment.heartbeat_file(spec, s.rank)))
     return workers
 
@@ -116,6 +122,11 @@ def run_ranks(spec: JobSpec, args: argparse.Namespace, command: Sequence[str]) -
             raise LaunchError(f"{table_file}: {e}") from None
         server, elsewhere_note = None, str(e)  # planning from another host: show every server
     check_backend(spec, table.world_size, command)
+    if spec.devices.type == "npu":
+        try:
+            check_chip(table, spec.npu.chip, str(table_file))
+        except DeviceMapError as e:
+            raise LaunchError(str(e)) from None
     base_env = dict(os.environ)
     if args.dry_run:
         from launcher.dry_run import dry_run
@@ -130,6 +141,10 @@ def run_ranks(spec: JobSpec, args: argparse.Namespace, command: Sequence[str]) -
         log.warning("--console-ranks: rank(s) %s run on other servers; this server has ranks %s",
                     ",".join(map(str, elsewhere)), ",".join(str(s.rank) for s in slots))
     max_restarts = spec.launch.max_restarts
+    if spec.devices.type == "npu" and spec.npu.smi_check:
+        note = ascend.check_health([s.device_id for s in slots])
+        if note:
+            log.info("%s", note)
     if table_path is None:
         rank_table.write(table, table_file)
     atomic_write_text(spec.run_dir / "spec.yaml", spec_to_yaml(spec))

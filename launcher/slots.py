@@ -44,8 +44,8 @@ class Slot:
     server_id: str
     """This server's id in the table."""
     device_id: int
-    """Physical device id from the table; becomes DEVICE_ID."""
-    device_ip: str
+    """Physical device id from the table (launcher.env maps it to the logical id a rank opens)."""
+    device_ip: Optional[str]
     """The device NIC address from the table."""
 
 

@@ -6,9 +6,12 @@ import dataclasses
 import ipaddress
 from typing import Dict, List, Mapping, Optional, Sequence
 
+from .devices import MAX_DEVICE_ID as CHIP_MAX_DEVICE_ID
 from .errors import RankTableError
 from .model import RankTable, Server, SuperPod
 from .parse import MAX_DEVICE_ID, parse, parse_with_rank_base
+
+HCCS_GROUPS = (range(0, 4), range(4, 8))
 
 
 def generate(
@@ -17,20 +20,41 @@ def generate(
     device_ids: Optional[Sequence[int]] = None,
     first_rank: int = 0,
     address_file: str = "/etc/hccn.conf",
+    chip: Optional[str] = "910A",
+    visible_devices: Optional[Sequence[int]] = None,
 ) -> RankTable:
-    """A version 1.0 table for one server, ranks ``first_rank..`` in device-id order given.
+    """A version 1.0 table for one server, ranks ``first_rank..`` in ascending device order.
 
-    ``device_ids`` defaults to every device in ``device_ips`` (sorted). With
-    ``first_rank > 0`` the result is a fragment for :func:`merge`: HCCL (and ``parse``)
-    want ranks 0..N-1 in a complete table.
+    hccl_tools.py's rules (mindspore-ai/models utils/hccl_tools/hccl_tools.py): devices in
+    ascending order; on a 910A (Atlas 800, two HCCS rings of four) the devices lie within
+    0-3 or within 4-7, or are all eight. With ``visible_devices`` (a container's
+    ASCEND_VISIBLE_DEVICES) ``device_ids`` are logical ids, positions among the visible
+    devices, and the table gets their physical ids. ``device_ids`` defaults to every device
+    with an address (every visible one). With ``first_rank > 0`` the result is a fragment
+    for :func:`merge`: HCCL (and ``parse``) want ranks 0..N-1 in a complete table.
     """
     if first_rank < 0:
         raise ValueError(f"first_rank must be >= 0, got {first_rank}")
     source = f"<generate for server {server_id}>"
-    ids = sorted(device_ips) if device_ids is None else list(device_ids)
+    if visible_devices is not None:
+        visible = sorted(visible_devices)
+        logical = list(range(len(visible))) if device_ids is None else list(device_ids)
+        outside = [i for i in logical if not 0 <= i < len(visible)]
+        if outside:
+            raise RankTableError(source, "$.server_list[0].device", f"logical device(s) {outside} but "
+                                 f"{len(visible)} visible device(s) {visible}",
+                                 f"with --visible-devices, --devices counts 0..{len(visible) - 1}")
+        device_ids = [visible[i] for i in logical]
+    ids = sorted(device_ips) if device_ids is None else sorted(device_ids)
     if not ids:
         raise RankTableError(source, "$.server_list[0].device", "no devices to list",
                              "configure device addresses (hccn.conf) or pass --devices")
+    twice = sorted({d for d in ids if ids.count(d) > 1})
+    if twice:
+        raise RankTableError(source, "$.server_list[0].device", f"device_id {twice[0]} appears twice",
+                             "list each device once")
+    if chip is not None:
+        _check_hccs_groups(ids, chip, source)
     devices = []
     for index, device_id in enumerate(ids):
         if device_id not in device_ips:
@@ -53,6 +77,17 @@ def generate(
         "server_list": [{"server_id": server_id, "host_nic_ip": "reserve", "device": devices}],
     }
     return parse_with_rank_base(data, source, rank_base=first_rank)
+
+
+def _check_hccs_groups(ids: Sequence[int], chip: str, source: str) -> None:
+    top = CHIP_MAX_DEVICE_ID[chip]
+    if ids[-1] > top:
+        raise RankTableError(source, "$.server_list[0].device", f"device {ids[-1]} does not exist on an "
+                             f"Ascend {chip} server (devices 0..{top})", f"choose devices in 0..{top}")
+    if chip == "910A" and len(set(ids)) != 8 and not any(set(ids) <= set(g) for g in HCCS_GROUPS):
+        raise RankTableError(source, "$.server_list[0].device", f"devices {','.join(map(str, ids))} span "
+                             "both HCCS rings of an Atlas 800 (0-3 and 4-7); HCCL links only devices of "
+                             "one ring, or all eight", "choose devices within 0-3 or within 4-7, or all 8")
 
 
 def merge(tables: Sequence[RankTable], names: Optional[Sequence[str]] = None) -> RankTable:
@@ -106,7 +141,8 @@ def local_table(n_ranks: int, n_servers: int = 1, first_ip: str = "127.0.0.1") -
     """A version 1.0 table for CPU ranks on loopback addresses.
 
     Server ``k`` is ``first_ip + k`` (``127.0.0.1``, ``127.0.0.2``, ...) and holds
-    ``n_ranks / n_servers`` devices with ids 0.. and ``device_ip`` = the server address.
+    ``n_ranks / n_servers`` devices with ids 0.. and an empty ``device_ip``: CPU ranks have
+    no device NIC, and HCCL wants device addresses unique (empty ones it accepts).
     Raises ``ValueError`` if the counts do not divide or are out of range.
     """
     if n_ranks < 1 or n_servers < 1:
@@ -131,7 +167,7 @@ def local_table(n_ranks: int, n_servers: int = 1, first_ip: str = "127.0.0.1") -
         server_list.append({
             "server_id": address,
             "device": [
-                {"device_id": str(d), "device_ip": address, "rank_id": str(k * per_server + d)}
+                {"device_id": str(d), "device_ip": "", "rank_id": str(k * per_server + d)}
                 for d in range(per_server)
             ],
         })

@@ -16,6 +16,7 @@ from common.exits import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 from common.version import VERSION
 
 from .build import generate, local_table, merge
+from .devices import CHIPS
 from .errors import RankTableError, RankTableMissing
 from .files import load, load_with_rank_base, wait_until_completed, write
 from .hccn import parse_hccn_conf, query_hccn_tool
@@ -122,6 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--devices", type=_device_list, default=None,
                    help="device ids, e.g. 0,1,2,3 or 0-3 (default: all in hccn.conf; "
                    "0-7 with --hccn-tool)")
+    p.add_argument("--visible-devices", type=_device_list, default=None, metavar="LIST",
+                   help="as hccl_tools' --visible_devices: the physical devices a container sees "
+                   "(its ASCEND_VISIBLE_DEVICES); --devices then counts among them (logical ids)")
+    p.add_argument("--chip", choices=CHIPS + ("none",), default="910A",
+                   help="910A (default): devices 0-7 within one HCCS ring (0-3 or 4-7) or all 8, "
+                   "as hccl_tools requires; 910B: devices 0-15; none: no check")
     p.add_argument("--first-rank", type=_non_negative_int, default=0,
                    help="rank of the first device (N > 0 makes a fragment for `merge`)")
     p.add_argument("-o", "--output", metavar="OUT", help=OUTPUT_HELP)
@@ -188,8 +195,13 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         device_ids = args.devices
     else:
         device_ids = args.devices or list(DEFAULT_TOOL_DEVICES)
-        addresses = query_hccn_tool(device_ids, binary=args.hccn_tool_bin)
+        physical = ([args.visible_devices[i] for i in device_ids if i < len(args.visible_devices)]
+                    if args.visible_devices else device_ids)
+        addresses = query_hccn_tool(physical, binary=args.hccn_tool_bin)
+        if args.visible_devices and args.devices is None:
+            device_ids = None  # every visible device
     table = generate(args.server_id, addresses, device_ids, first_rank=args.first_rank,
+                     chip=None if args.chip == "none" else args.chip, visible_devices=args.visible_devices,
                      address_file=args.hccn_conf or "/etc/hccn.conf")
     return _emit(table, args.output)
 

@@ -20,8 +20,9 @@ class Device:
 
     device_id: int
     """Physical device id on its server (0..15); HCCL key ``device_id``."""
-    device_ip: str
-    """IPv4 address of the device's RoCE NIC (from hccn.conf / hccn_tool)."""
+    device_ip: Optional[str]
+    """Address(es) of the device's RoCE NIC (hccn.conf / hccn_tool), as written: IPv4 or IPv6,
+    comma-separated if several; "" or None (key absent) where HCCL allows it (one server)."""
     rank_id: int
     """Global rank of the process that drives this device."""
     super_device_id: Optional[int] = None
@@ -108,7 +109,9 @@ def _server_json(server: Server) -> Dict[str, Any]:
 
 
 def _device_json(device: Device) -> Dict[str, str]:
-    out = {"device_id": str(device.device_id), "device_ip": device.device_ip}
+    out = {"device_id": str(device.device_id)}
+    if device.device_ip is not None:
+        out["device_ip"] = device.device_ip
     if device.super_device_id is not None:
         out["super_device_id"] = str(device.super_device_id)
     out["rank_id"] = str(device.rank_id)

@@ -40,7 +40,8 @@ SERVER_KEYS: FrozenSet[str] = frozenset(
 DEVICE_KEYS: FrozenSet[str] = frozenset({"device_id", "device_ip", "rank_id", "super_device_id"})
 #: Documented optional device keys (HCCL A3 rank table, ClusterD): kept, not interpreted.
 DEVICE_EXTRA_KEYS: FrozenSet[str] = frozenset(
-    {"device_port", "backup_device_ip", "backup_device_port", "host_port", "device_logical_id"}
+    {"device_port", "device_vnic_port", "backup_device_ip", "backup_device_port", "host_port",
+     "device_logical_id"}
 )
 SUPER_POD_KEYS: FrozenSet[str] = frozenset({"super_pod_id", "server_list"})
 SUPER_POD_SERVER_KEYS: FrozenSet[str] = frozenset({"server_id"})
@@ -132,16 +133,6 @@ class _Parser:
             self.fail(path, f"{number} is outside {lo}..{hi}", f"use a value in {lo}..{hi}")
         return number
 
-    def ipv4(self, value: object, path: str) -> str:
-        text = self.string(value, path)
-        try:
-            ipaddress.IPv4Address(text)
-        except ValueError:
-            self.fail(path, f"{text!r} is not an IPv4 address",
-                      "use the device NIC address from /etc/hccn.conf or "
-                      "`hccn_tool -i <id> -ip -g`")
-        return text
-
     def optional_ip(self, value: object, path: str) -> Optional[str]:
         text = self.string(value, path, non_empty=False)
         if not text:
@@ -174,8 +165,6 @@ class _Parser:
         if version not in VERSIONS:
             self.fail("$.version", f"unsupported version {version!r}",
                       "use \"1.0\" (or \"1.2\" for A3 SuperPoD tables)")
-        count = self.int_string(self.required(top, "$", "server_count", "the rank table"),
-                                "$.server_count")
         raw_servers = self.required(top, "$", "server_list", "the rank table")
         if not isinstance(raw_servers, list):
             self.fail("$.server_list", f"must be a JSON list, got {_kind(raw_servers)}",
@@ -183,6 +172,9 @@ class _Parser:
         if not raw_servers:
             self.fail("$.server_list", "is empty",
                       "list at least one server with its devices")
+        # HCCL only warns when server_count is missing and takes the list's length.
+        count = (self.int_string(top["server_count"], "$.server_count") if "server_count" in top
+                 else len(raw_servers))
         if count != len(raw_servers):
             self.fail("$.server_count",
                       f"says {count} but server_list has {len(raw_servers)} entries",
@@ -191,8 +183,9 @@ class _Parser:
         v12 = version == "1.2"
         placed: List[_Placed] = []
         seen_ids: Dict[str, str] = {}
+        addresses = _DeviceAddresses(self, multi_server=len(raw_servers) > 1)
         for i, raw in enumerate(raw_servers):
-            one = self.server(raw, f"$.server_list[{i}]", v12)
+            one = self.server(raw, f"$.server_list[{i}]", v12, addresses)
             sid = one.server.server_id
             if sid in seen_ids:
                 self.fail(f"{one.path}.server_id",
@@ -211,7 +204,7 @@ class _Parser:
                       "set \"version\": \"1.2\" or remove super_pod_list")
         return RankTable(version=version, status=status, servers=servers, super_pods=super_pods)
 
-    def server(self, raw: object, path: str, v12: bool) -> _Placed:
+    def server(self, raw: object, path: str, v12: bool, addresses: _DeviceAddresses) -> _Placed:
         entry = self.obj(raw, path, "a server entry")
         self.keys(entry, path, SERVER_KEYS, "a server entry")
         server_id = self.string(self.required(entry, path, "server_id", "the server entry"),
@@ -222,9 +215,11 @@ class _Parser:
                       "list the server's devices: [{\"device_id\": \"0\", ...}, ...]")
         devices: List[Device] = []
         file_index: Dict[int, int] = {}
+        # HCCL reads device_ip only when the server has no host_ip (NIC on the host).
+        host_nic = bool(entry.get("host_ip"))
         for j, raw_device in enumerate(raw_devices):
             dpath = f"{path}.device[{j}]"
-            device = self.device(raw_device, dpath, v12)
+            device = self.device(raw_device, dpath, v12, None if host_nic else addresses)
             if device.device_id in file_index:
                 self.fail(f"{dpath}.device_id",
                           f"device_id {device.device_id} appears twice on server {server_id!r} "
@@ -246,13 +241,17 @@ class _Parser:
         )
         return _Placed(server, path, file_index)
 
-    def device(self, raw: object, path: str, v12: bool) -> Device:
+    def device(self, raw: object, path: str, v12: bool, addresses: Optional[_DeviceAddresses]) -> Device:
         entry = self.obj(raw, path, "a device entry")
         self.keys(entry, path, DEVICE_KEYS | DEVICE_EXTRA_KEYS, "a device entry")
         what = "the device entry"
         device_id = self.int_string(self.required(entry, path, "device_id", what),
                                     f"{path}.device_id", 0, MAX_DEVICE_ID)
-        device_ip = self.ipv4(self.required(entry, path, "device_ip", what), f"{path}.device_ip")
+        device_ip: Optional[str] = None
+        if "device_ip" in entry:
+            device_ip = self.string(entry["device_ip"], f"{path}.device_ip", non_empty=False)
+        if addresses is not None:
+            addresses.check(device_ip, path)
         rank_id = self.int_string(self.required(entry, path, "rank_id", what), f"{path}.rank_id")
         super_device_id: Optional[int] = None
         if v12:
@@ -380,6 +379,43 @@ class _Parser:
                         "`npu-smi info`",
                     )
                 seen[sdid] = where
+
+
+class _DeviceAddresses:
+    """``device_ip`` as HCCL's concise rank-table parser reads it (GetSingleDeviceIp in
+    topoinfo_ranktableConcise.cc): required when the table has several servers, optional on one;
+    empty is allowed (HCCL warns); several comma-separated IPv4 or IPv6 addresses, each unique in the
+    whole table; every device with the same number of addresses (absent or empty counts as one)."""
+
+    def __init__(self, parser: _Parser, multi_server: bool) -> None:
+        self.parser, self.multi_server = parser, multi_server
+        self.seen: Dict[str, str] = {}
+        self.count: Optional[Tuple[int, str]] = None
+
+    def check(self, text: Optional[str], path: str) -> None:
+        where = f"{path}.device_ip"
+        if text is None and self.multi_server:
+            self.parser.fail(where, "the device entry has no 'device_ip'; HCCL needs it when the table "
+                             "has several servers", "add \"device_ip\" (from /etc/hccn.conf or "
+                             "`hccn_tool -i <id> -ip -g`)")
+        parts = text.split(",") if text else [""]
+        for part in parts if text else []:
+            address = part.strip()
+            try:
+                ipaddress.ip_address(address)
+            except ValueError:
+                self.parser.fail(where, f"{address!r} is not an IP address",
+                                 "use the device NIC address(es) from /etc/hccn.conf or "
+                                 "`hccn_tool -i <id> -ip -g`, comma-separated if several")
+            if address in self.seen:
+                self.parser.fail(where, f"device_ip {address} is also at {self.seen[address]}; HCCL needs "
+                                 "every device address to be unique", "give each device its own NIC address")
+            self.seen[address] = where
+        if self.count is None:
+            self.count = (len(parts), where)
+        elif self.count[0] != len(parts):
+            self.parser.fail(where, f"has {len(parts)} address(es) but {self.count[1]} has {self.count[0]}; "
+                             "HCCL needs the same number on every device", "list as many addresses everywhere")
 
 
 class _Placed:

@@ -72,19 +72,30 @@ def _envs(spec: JobSpec, table: RankTable, server_id: str, base: Dict[str, str],
 
 # --- NPU -------------------------------------------------------------------------------------------
 
-# The second half of an 8-NPU server: physical ids 4..7, logical (ASCEND_DEVICE_ID) 0..3.
-NPU_TABLE = _table([("10.0.0.1", [4, 5, 6, 7]), ("10.0.0.2", [4, 5, 6, 7])])
+# The second half of an 8-NPU server, listed out of order: physical ids 4,5,7,6. npu_device.open()
+# opens logical ASCEND_DEVICE_ID; on bare metal logical = physical, in a container with
+# ASCEND_VISIBLE_DEVICES=4,5,6,7 the runtime numbers them 0..3 in ascending physical order.
+NPU_TABLE = _table([("10.0.0.1", [4, 5, 7, 6]), ("10.0.0.2", [4, 5, 7, 6])])
 NPU_SPEC = _spec(backend="hccl", devices={"type": "npu", "count": 4},
                  hccl={"connect_timeout_s": 600, "exec_timeout_s": 900})
+CONTAINER = {"ASCEND_VISIBLE_DEVICES": "4,5,6,7"}
 
 
-@pytest.mark.parametrize("server_id, expected", [
+def test_npu_device_not_visible_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"the rank table names device 7, but this container sees only "
+                                         r"ASCEND_VISIBLE_DEVICES=4,5,6\. Give the container"):
+        _envs(NPU_SPEC, NPU_TABLE, "10.0.0.1", dict(KEPT, ASCEND_VISIBLE_DEVICES="4,5,6"))
+
+
+@pytest.mark.parametrize("server_id, base, expected", [
     # server, [(RANK_ID, DEVICE_ID, ASCEND_DEVICE_ID, CROSS_RANK)]
-    ("10.0.0.1", [(0, 4, 0, 0), (1, 5, 1, 0), (2, 6, 2, 0), (3, 7, 3, 0)]),
-    ("10.0.0.2", [(4, 4, 0, 1), (5, 5, 1, 1), (6, 6, 2, 1), (7, 7, 3, 1)]),
+    ("10.0.0.1", {}, [(0, 4, 4, 0), (1, 5, 5, 0), (2, 7, 7, 0), (3, 6, 6, 0)]),
+    ("10.0.0.2", {}, [(4, 4, 4, 1), (5, 5, 5, 1), (6, 7, 7, 1), (7, 6, 6, 1)]),
+    ("10.0.0.1", CONTAINER, [(0, 0, 0, 0), (1, 1, 1, 0), (2, 3, 3, 0), (3, 2, 2, 0)]),
+    ("10.0.0.2", {"ASCEND_VISIBLE_DEVICES": "7,6,5,4"}, [(4, 0, 0, 1), (5, 1, 1, 1), (6, 3, 3, 1), (7, 2, 2, 1)]),
 ])
-def test_npu_rank_variables(server_id: str, expected: List[Tuple[int, int, int, int]]) -> None:
-    envs = _envs(NPU_SPEC, NPU_TABLE, server_id, dict(KEPT))
+def test_npu_rank_variables(server_id: str, base: Dict[str, str], expected: List[Tuple[int, int, int, int]]) -> None:
+    envs = _envs(NPU_SPEC, NPU_TABLE, server_id, dict(KEPT, **base))
     assert [(int(e["RANK_ID"]), int(e["DEVICE_ID"]), int(e["ASCEND_DEVICE_ID"]), int(e["CROSS_RANK"]))
             for e in envs] == expected
     for local, env in enumerate(envs):
@@ -170,7 +181,7 @@ def test_cuda_visible_devices(kind: str, inherited: Optional[str], expected: Lis
     if inherited is not None:
         base["CUDA_VISIBLE_DEVICES"] = inherited
     spec = _spec(backend="tf", devices={"type": kind, "count": 4})
-    envs = _envs(spec, NPU_TABLE, "10.0.0.1", base)
+    envs = _envs(spec, _table([("10.0.0.1", [4, 5, 6, 7])]), "10.0.0.1", base)
     assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == expected
     for env in envs:
         assert "HCCL_CONNECT_TIMEOUT" not in env and "HCCL_EXEC_TIMEOUT" not in env

@@ -37,26 +37,64 @@ def table_file(tmp_path: Path) -> Path:
 
 def _env(table_file: Path, rank: str = "1", size: str = "4", device: Optional[str] = None,
          **extra: str) -> Dict[str, str]:
+    """``device``: the logical id to open, as python -m launcher sets it (DEVICE_ID = ASCEND_DEVICE_ID)."""
     env = {"RANK_TABLE_FILE": str(table_file), "RANK_ID": rank, "RANK_SIZE": size, "PATH": "/bin"}
     if device is not None:
-        env["DEVICE_ID"] = device
+        env["DEVICE_ID"] = env["ASCEND_DEVICE_ID"] = device
     env.update(extra)
     return env
 
 
-@pytest.mark.parametrize("rank, device", [
-    ("0", None), ("1", None), ("2", None), ("3", None),   # DEVICE_ID unset: not checked
-    ("0", "4"), ("1", "5"), ("2", "0"), ("3", "1"),       # DEVICE_ID from the table
+CONTAINER_45 = {"ASCEND_VISIBLE_DEVICES": "4,5"}
+
+
+@pytest.mark.parametrize("rank, device, extra", [
+    ("0", "4", {}), ("1", "5", {}), ("2", "0", {}), ("3", "1", {}),   # bare metal: logical = physical
+    ("2", None, {}),                               # ASCEND_DEVICE_ID unset: the adapter opens 0
+    ("0", "0", CONTAINER_45), ("1", "1", CONTAINER_45),                # container: index among visible
+    ("1", "1", {"ASCEND_VISIBLE_DEVICES": "5,4"}),  # numbered in ascending physical order
 ])
-def test_good_environment_returns_rank_and_size(table_file: Path, rank: str, device: Optional[str]) -> None:
-    assert check_environment(_env(table_file, rank=rank, device=device)) == (int(rank), 4)
+def test_good_environment_returns_rank_and_size(table_file: Path, rank: str, device: Optional[str],
+                                                extra: Dict[str, str]) -> None:
+    assert check_environment(_env(table_file, rank=rank, device=device, **extra)) == (int(rank), 4)
 
 
-def test_one_rank_table(tmp_path: Path) -> None:
-    path = tmp_path / "one.json"
-    path.write_text(json.dumps({"version": "1.0", "status": "completed", "server_count": "1", "server_list": [
-        {"server_id": "s", "device": [{"device_id": "0", "device_ip": "1.2.3.4", "rank_id": "0"}]}]}))
-    assert check_environment(_env(path, rank="0", size="1", device="0")) == (0, 1)
+@pytest.mark.parametrize("rank, device, extra, opened, expected, fix", [
+    ("0", "0", {}, 0, 4, 4),                      # the old mapping: local rank as ASCEND_DEVICE_ID
+    ("1", "1", {}, 1, 5, 5),
+    ("0", None, {}, 0, 4, 4),                     # unset: device 0 opened silently
+    ("3", "7", {}, 7, 1, 1),                      # another server's device
+    ("0", "1", CONTAINER_45, 5, 4, 0),            # container: logical 1 is physical 5
+])
+def test_device_mismatch_is_hccls_refusal_made_early(table_file: Path, rank: str, device: Optional[str],
+                                                     extra: Dict[str, str], opened: int, expected: int,
+                                                     fix: int) -> None:
+    with pytest.raises(HcclEnvironmentError,
+                       match=rf"^backend hccl: ASCEND_DEVICE_ID={device or 0} opens physical device {opened} "
+                             rf"\(.*\), but .*hccl\.json gives rank {rank} device {expected}; HCCL would refuse "
+                             rf"it .*Set ASCEND_DEVICE_ID={fix} \(python -m launcher does\)$"):
+        check_environment(_env(table_file, rank=rank, device=device, **extra))
+
+
+def test_device_not_visible_in_the_container(table_file: Path) -> None:
+    with pytest.raises(HcclEnvironmentError, match=r"^backend hccl: the rank table names device 4, but this "
+                                                   r"container sees only ASCEND_VISIBLE_DEVICES=5,6"):
+        check_environment(_env(table_file, rank="0", device="0", ASCEND_VISIBLE_DEVICES="5,6"))
+
+
+def test_device_id_must_match_ascend_device_id(table_file: Path) -> None:
+    with pytest.raises(HcclEnvironmentError, match=r"DEVICE_ID=4 but ASCEND_DEVICE_ID=0: both name the logical"):
+        check_environment(_env(table_file, rank="0", device="0", DEVICE_ID="4", ASCEND_VISIBLE_DEVICES="4,5"))
+
+
+def test_table_device_ids_checked_for_the_chip(tmp_path: Path) -> None:
+    """HCCL on a 910A rejects device ids above 7 (topoinfo_ranktableConcise.cc GetSingleDevice)."""
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps({"version": "1.0", "status": "completed", "server_list": [
+        {"server_id": "s", "device": [{"device_id": "9", "rank_id": "0"}]}]}))
+    with pytest.raises(HcclEnvironmentError, match=r"device_id 9: HCCL accepts device ids 0\.\.7 on an Ascend 910A"):
+        check_environment(_env(path, rank="0", size="1", device="9"), chip="910A")
+    assert check_environment(_env(path, rank="0", size="1", device="9"), chip="910B") == (0, 1)
 
 
 @pytest.mark.parametrize("remove, named", [
@@ -133,38 +171,15 @@ def test_non_integer(table_file: Path, rank: str, size: str) -> None:
         check_environment(_env(table_file, rank=rank, size=size))
 
 
-@pytest.mark.parametrize("rank, device, expected", [
-    ("0", "0", "4"),    # the logical id instead of the physical one
-    ("1", "1", "5"),
-    ("2", "4", "0"),    # another server's device
-    ("3", "7", "1"),
-])
-def test_device_id_mismatch(table_file: Path, rank: str, device: str, expected: str) -> None:
-    with pytest.raises(HcclEnvironmentError,
-                       match=rf"^backend hccl: DEVICE_ID={device} but .*hccl\.json gives rank {rank} device "
-                             rf"{expected}\. Set DEVICE_ID={expected}$"):
-        check_environment(_env(table_file, rank=rank, device=device))
-
-
 @pytest.mark.parametrize("key, value", [("DEVICE_ID", ""), ("DEVICE_ID", "four"), ("ASCEND_DEVICE_ID", "0x1")])
 def test_device_ids_must_be_integers(table_file: Path, key: str, value: str) -> None:
     with pytest.raises(HcclEnvironmentError, match=rf"^backend hccl: {key}='{value}' must be an integer$"):
-        check_environment(_env(table_file, rank="0", **{key: value}))
+        check_environment(_env(table_file, rank="2", **{key: value}))
 
 
-@pytest.mark.parametrize("rank, device, logical", [("0", "04", "0"), ("1", "5", "1"), ("3", "1", "1"),
-                                                   ("2", "0", "0")])
-def test_device_ids_as_numbers(table_file: Path, rank: str, device: str, logical: str) -> None:
-    """'04' is device 4; ASCEND_DEVICE_ID is any index among the server's devices."""
-    assert check_environment(_env(table_file, rank=rank, device=device, ASCEND_DEVICE_ID=logical))[0] == int(rank)
-
-
-@pytest.mark.parametrize("rank, logical", [("0", "2"), ("3", "5"), ("1", "-1")])
-def test_logical_device_beyond_the_server(table_file: Path, rank: str, logical: str) -> None:
-    with pytest.raises(HcclEnvironmentError,
-                       match=rf"^backend hccl: ASCEND_DEVICE_ID={logical} but server 10\.0\.0\.[12] has 2 "
-                             r"device\(s\) in .*hccl\.json\. Set it to the rank's index among them \(0\.\.1\)$"):
-        check_environment(_env(table_file, rank=rank, ASCEND_DEVICE_ID=logical))
+def test_device_ids_as_numbers(table_file: Path) -> None:
+    """'04' is device 4."""
+    assert check_environment(_env(table_file, rank="0", device="04"))[0] == 0
 
 
 def test_checks_come_in_order(tmp_path: Path, table_file: Path) -> None:

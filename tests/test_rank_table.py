@@ -42,7 +42,7 @@ SOURCE = "t.json"
 
 
 def dev(device_id: int, rank: int, ip: Optional[str] = None, **extra: str) -> Dict[str, str]:
-    out = {"device_id": str(device_id), "device_ip": ip or f"192.168.{rank // 8}.{100 + rank}",
+    out = {"device_id": str(device_id), "device_ip": f"192.168.{rank // 8}.{100 + rank}" if ip is None else ip,
            "rank_id": str(rank)}
     out.update(extra)
     return out
@@ -188,7 +188,52 @@ def test_example_files(name: str, world: int, servers: List[str]) -> None:
         assert [d.device_ip for d in table.servers[0].devices] == [
             f"192.168.100.{101 + i}" for i in range(8)]
     else:
-        assert all(d.device_ip == s.server_id for s in table.servers for d in s.devices)
+        assert all(d.device_ip == "" for s in table.servers for d in s.devices)  # CPU ranks: no NIC
+
+
+def _one_server(*devices: Dict[str, str]) -> Dict[str, Any]:
+    return {"version": "1.0", "status": "completed", "server_count": "1",
+            "server_list": [{"server_id": "10.0.0.1", "device": list(devices)}]}
+
+
+def _no_ip(device_id: int, rank: int) -> Dict[str, str]:
+    return {"device_id": str(device_id), "rank_id": str(rank)}
+
+
+@pytest.mark.parametrize("case, data", [
+    # HCCL GetSingleDeviceIp: a single-server table may omit device_ip (warning only) ...
+    ("no-device-ip-one-server", _one_server(_no_ip(0, 0), _no_ip(1, 1))),
+    # ... or leave it empty ("'device_ip' is not set" warning), on one server or several.
+    ("empty-device-ip", _one_server(dev(0, 0, ""), dev(1, 1, ""))),
+    ("empty-device-ip-two-servers", edited(v10_2x2, *[(f"server_list.{s}.device.{d}.device_ip", "")
+                                                      for s in (0, 1) for d in (0, 1)])),
+    # several comma-separated addresses per device (SplitString on ","), IPv4 or IPv6 (ConvertIpAddress)
+    ("several-device-ips", _one_server(dev(0, 0, "10.1.0.1,10.2.0.1"), dev(1, 1, "10.1.0.2,10.2.0.2"))),
+    ("ipv6-device-ip", _one_server(dev(0, 0, "fe80::1"), dev(1, 1, "fe80::2"))),
+    # GetServerList: no server_count is a warning; HCCL takes the list's length
+    ("no-server-count", edited(v10_2x2, ("server_count", DELETE))),
+    # GetSingleDevicePort: device_vnic_port is read (defaults to device_port)
+    ("device-vnic-port", _one_server(dev(0, 0, device_port="16666", device_vnic_port="16667"))),
+    # device_ip is read only when the server has no host_ip (NIC on the host)
+    ("host-ip-no-device-ip", edited(v10_2x2, ("server_list.1.device.0.device_ip", DELETE),
+                                    ("server_list.1.device.1.device_ip", DELETE))),
+])
+def test_tables_hccl_accepts(case: str, data: Dict[str, Any]) -> None:
+    table = parse(data, SOURCE)
+    assert parse(table.to_json(), SOURCE) == table  # written back as read
+
+
+@pytest.mark.parametrize("chip, device_id, ok", [("910A", 7, True), ("910A", 8, False), ("910B", 15, True)])
+def test_device_id_range_per_chip(chip: str, device_id: int, ok: bool) -> None:
+    """HCCL GetSingleDevice: device_id > 7 is invalid except on 910B / A3 / 310P (> 15 there)."""
+    from rank_table.devices import DeviceMapError, check_chip
+
+    table = parse(_one_server(dev(device_id, 0)), SOURCE)
+    if ok:
+        check_chip(table, chip, SOURCE)
+    else:
+        with pytest.raises(DeviceMapError, match=rf"device_id 8: HCCL accepts device ids 0\.\.7 on an Ascend {chip}"):
+            check_chip(table, chip, SOURCE)
 
 
 def test_initializing_is_not_ready() -> None:
@@ -240,12 +285,19 @@ BROKEN = [
      (r"\$\.server_list\[1\]\.device\[1\]\.device_id: device_id 0 appears twice on server "
       r"'10\.0\.0\.2' \(also at \$\.server_list\[1\]\.device\[0\]\)")),
     ("device-ip-short", lambda: edited(v10_2x2, ("server_list.0.device.0.device_ip", "192.168.1")),
-     (r"\$\.server_list\[0\]\.device\[0\]\.device_ip: '192\.168\.1' is not an IPv4 address; "
+     (r"\$\.server_list\[0\]\.device\[0\]\.device_ip: '192\.168\.1' is not an IP address; "
       r".*hccn")),
-    ("device-ip-v6", lambda: edited(v10_2x2, ("server_list.0.device.0.device_ip", "fe80::1")),
-     r"\$\.server_list\[0\]\.device\[0\]\.device_ip: 'fe80::1' is not an IPv4 address"),
+    # HCCL: device_ip required when the table has several servers (GetSingleDeviceIp).
     ("no-device-ip", lambda: edited(v10_2x2, ("server_list.0.device.0.device_ip", DELETE)),
-     r"\$\.server_list\[0\]\.device\[0\]\.device_ip: the device entry has no 'device_ip'"),
+     r"\$\.server_list\[0\]\.device\[0\]\.device_ip: the device entry has no 'device_ip'; HCCL"),
+    # HCCL: every device address unique in the table (CheckUniqueAndInsertPool DEVICE_IP).
+    ("device-ip-dup", lambda: edited(v10_2x2, ("server_list.0.device.1.device_ip", "192.168.0.100")),
+     r"\$\.server_list\[0\]\.device\[1\]\.device_ip: device_ip 192\.168\.0\.100 is also at "
+     r"\$\.server_list\[0\]\.device\[0\]\.device_ip; HCCL needs every device address to be unique"),
+    # HCCL: the same number of addresses on every device (GetDeviceList).
+    ("device-ip-count", lambda: edited(v10_2x2, ("server_list.0.device.1.device_ip", "10.1.0.1,10.1.0.2")),
+     r"\$\.server_list\[0\]\.device\[1\]\.device_ip: has 2 address\(es\) but "
+     r"\$\.server_list\[0\]\.device\[0\]\.device_ip has 1"),
     ("rank-int", lambda: edited(v10_2x2, ("server_list.1.device.0.rank_id", 2)),
      r"\$\.server_list\[1\]\.device\[0\]\.rank_id: is the JSON number 2; .*quote it: \"2\""),
     ("rank-bool", lambda: edited(v10_2x2, ("server_list.1.device.0.rank_id", True)),
@@ -565,14 +617,40 @@ def test_generate_subset_and_fragment() -> None:
 
 
 def test_generate_errors() -> None:
-    with pytest.raises(RankTableError, match=r"device\[1\]\.device_ip: device 5 has no address "
+    with pytest.raises(RankTableError, match=r"device\[2\]\.device_ip: device 2 has no address "
                                              r"\(addresses known for devices: 0,1,3\); add "
-                                             r"address_5="):
-        generate("a", parse_hccn_conf(HCCN_CONF), device_ids=[0, 5])
+                                             r"address_2="):
+        generate("a", parse_hccn_conf(HCCN_CONF), device_ids=[0, 1, 2])
     with pytest.raises(RankTableError, match=r"no devices to list"):
         generate("a", {})
     with pytest.raises(RankTableError, match=r"device_id 0 appears twice"):
         generate("a", {0: "1.1.1.1"}, device_ids=[0, 0])
+
+
+EIGHT = {d: f"192.168.100.{101 + d}" for d in range(8)}
+
+
+@pytest.mark.parametrize("ids, ok", [([4, 5, 6, 7], True), ([0, 1], True), (list(range(8)), True),
+                                     ([3, 4], False), ([2, 3, 4, 5], False)])
+def test_generate_keeps_hccs_rings_on_910a(ids: List[int], ok: bool) -> None:
+    """hccl_tools.py: devices within [0,4) or [4,8), or all of [0,8); other crossings are refused."""
+    if ok:
+        assert [d.device_id for d in generate("s", EIGHT, ids).servers[0].devices] == ids
+    else:
+        with pytest.raises(RankTableError, match=r"span both HCCS rings of an Atlas 800"):
+            generate("s", EIGHT, ids)
+    assert generate("s", EIGHT, ids, chip="910B").world_size == len(ids)  # no rings rule on 910B
+
+
+def test_generate_ascending_order_and_visible_devices() -> None:
+    """hccl_tools.py: ranks in ascending device order; --visible_devices maps logical -> physical."""
+    table = generate("s", EIGHT, [7, 5, 6, 4])
+    assert [(d.device_id, d.rank_id) for d in table.servers[0].devices] == [(4, 0), (5, 1), (6, 2), (7, 3)]
+    table = generate("s", EIGHT, [0, 1], visible_devices=[6, 4, 5, 7])
+    assert [d.device_id for d in table.servers[0].devices] == [4, 5]
+    assert generate("s", EIGHT, visible_devices=[4, 5, 6, 7]).world_size == 4
+    with pytest.raises(RankTableError, match=r"logical device\(s\) \[4\] but 4 visible device\(s\)"):
+        generate("s", EIGHT, [4], visible_devices=[4, 5, 6, 7])
 
 
 # -- merge ------------------------------------------------------------------------------
@@ -613,7 +691,7 @@ def _pod_table(pod: str, server_id: str, sdids: List[int]) -> RankTable:
     data = {
         "version": "1.2", "status": "completed", "server_count": "1",
         "server_list": [{"server_id": server_id, "device": [
-            dev(i, i, super_device_id=str(s)) for i, s in enumerate(sdids)]}],
+            dev(i, i, f"10.9.{server_id[-1]}.{i}", super_device_id=str(s)) for i, s in enumerate(sdids)]}],
         "super_pod_list": [{"super_pod_id": pod, "server_list": [{"server_id": server_id}]}],
     }
     return parse(data)
@@ -650,7 +728,7 @@ def test_local_table(ranks: int, servers: int, first_ip: str, ids: List[str],
         assert [d.device_id for d in server.devices] == list(range(per_server))
         assert [d.rank_id for d in server.devices] == [k * per_server + i
                                                        for i in range(per_server)]
-        assert {d.device_ip for d in server.devices} == {server.server_id}
+        assert {d.device_ip for d in server.devices} == {""}
     assert parse(table.to_json()) == table
 
 
@@ -762,7 +840,9 @@ def test_cli_generate_from_hccn_conf_and_merge(tmp_path: Path) -> None:
     a, b, merged = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "all.json"
     assert cli("generate", "--server-id", "10.0.0.1", "--hccn-conf", str(conf),
                "-o", str(a)).returncode == 0
-    proc = cli("generate", "--server-id", "10.0.0.2", "--hccn-conf", str(conf),
+    other = tmp_path / "hccn2.conf"  # the second server's devices have their own addresses
+    other.write_text(HCCN_CONF.replace("192.168.100.", "192.168.200."))
+    proc = cli("generate", "--server-id", "10.0.0.2", "--hccn-conf", str(other),
                "--devices", "0,1", "--first-rank", "3", "-o", str(b))
     assert proc.returncode == 0, proc.stderr
     proc = cli("merge", str(a), str(b), "-o", str(merged))

@@ -61,7 +61,7 @@ def test_assign_slots(table: RankTable, server_id: str, count: int,
 def test_slot_fields_for_loopback() -> None:
     assert assign_slots(LOOPBACK, "127.0.0.3", 2)[1] == Slot(
         rank=3, local_rank=1, world_size=4, local_world_size=2, server_index=1, server_count=2,
-        server_id="127.0.0.3", device_id=1, device_ip="127.0.0.3")
+        server_id="127.0.0.3", device_id=1, device_ip="")
 
 
 def test_assign_slots_uses_physical_device_ids() -> None:

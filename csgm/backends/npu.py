@@ -1,27 +1,60 @@
 """Ascend NPUs through CANN's TensorFlow 2 adapter (``npu_device``, TF 2.6.5).
 
-This module needs Ascend hardware and the CANN image; on other machines importing ``npu_device``
-fails and the launcher reports it. Its only job: set the precision mode before ``open()`` and
-make the NPU the default device, so all later TensorFlow work runs on this rank's NPU.
+This module needs Ascend hardware and the CANN image (tests use the emulation in
+tests/emulated_npu, see docs/ascend.md). Its job: set the adapter's options (precision mode, dump,
+profiling) before ``open()``, which is the only moment the adapter reads them, and make the NPU the
+default device, so all later TensorFlow work runs on this rank's NPU. Every check the project can
+make (environment, rank table, device map, precision) runs before this (job.backend).
+Names and option values as in Ascend/tensorflow tf_adapter_2.x/python/npu_device/npu_device.py and
+configs/npu_config.py, dump_config.py, profiling_config.py.
 """
 
 from __future__ import annotations
 
-PRECISION_MODES = {"fp32": "must_keep_origin_dtype", "mixed": "allow_mix_precision"}
+from typing import TYPE_CHECKING, Sequence
+
+from csgm.ascend import NpuOptions, adapter_options
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 
 class NpuUnavailable(RuntimeError):
     pass
 
 
-def open_npu(precision: str) -> None:
+def open_npu(precision_mode: str, options: NpuOptions) -> None:
     try:
-        import npu_device  # noqa: F401  (CANN's TF2 adapter; only on Ascend images)
+        import npu_device  # CANN's TF2 adapter; only on Ascend images
     except ImportError as e:
         raise NpuUnavailable(
             f"devices.type npu needs CANN's TensorFlow adapter (npu_device): {e}. Run in the CANN "
-            "TensorFlow 2.6.5 image (see k8s/image/Dockerfile) or set devices.type cpu") from None
-    # The precision mode must be set before open(); the ModelZoo entry set it on a session
+            "TensorFlow 2.6.5 image (k8s/image/Dockerfile, whose entry point sources CANN's set_env.sh) "
+            "or set devices.type cpu") from None
+    # The options must be set before open(); the ModelZoo entry set its precision mode on a session
     # config that never reached the device, so its "mixed precision" run was fp32.
-    npu_device.global_options().precision_mode = PRECISION_MODES[precision]
+    for path, value in adapter_options(precision_mode, options).items():
+        target = npu_device.global_options()
+        *parents, name = path.split(".")
+        for parent in parents:
+            target = getattr(target, parent)
+        setattr(target, name, value)
     npu_device.open().as_default()
+
+
+def float_status(after: Sequence[tf.Tensor]) -> tf.Tensor:
+    """> 0 when the NPU's float status register shows an overflow since it was last cleared; read
+    once ``after`` is computed, then cleared. On Atlas training products an fp16 overflow saturates
+    instead of giving inf, so this register, not a finiteness check, shows it (as in
+    tf_adapter_2.x/python/npu_device/train/optimizer/npu_loss_scale_optimizer.py)."""
+    import tensorflow as tf
+    from npu_device import gen_npu_ops
+
+    # Huawei's sequence: get_float_status fills the allocated buffer in place; clear returns the
+    # no-overflow value; the step is finite when the buffer equals it.
+    with tf.control_dependencies(list(after)):
+        status = gen_npu_ops.npu_alloc_float_status()
+    filled = gen_npu_ops.npu_get_float_status(status)
+    cleared = gen_npu_ops.npu_clear_float_status(filled)
+    finite = tf.reduce_all(tf.equal(status, cleared))
+    return 1.0 - tf.cast(finite, tf.float32)

@@ -1,0 +1,79 @@
+"""Ascend settings that need no TensorFlow (the launcher and the spec read them): the adapter's
+options a job sets, and what each stage's precision means on an NPU.
+
+Precision on an NPU: csgm's graph stays float32 and CANN's process-wide precision mode does the
+casting: ``mixed`` is ``allow_mix_precision`` (float16 on the Ascend 910A, which has no bfloat16),
+``fp32`` is ``must_keep_origin_dtype``. The mode is read once, by ``npu_device.open()``, for the whole
+process, so stages running in one process must agree on it. float16 training needs loss scaling
+(csgm.precision). Option names and values as in Ascend/tensorflow tf_adapter_2.x/python/npu_device/
+configs/npu_config.py, dump_config.py and profiling_config.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+from common.schema import SpecError, option
+
+NPU_PRECISION_MODES = {"fp32": "must_keep_origin_dtype", "mixed": "allow_mix_precision"}
+
+
+@dataclass(frozen=True)
+class NpuOptions:
+    chip: str = option("910A", "the NPUs' chip: 910A (Atlas 800 training server: no bfloat16, device ids "
+                       "0..7) or 910B", choices=("910A", "910B"))
+    dump_path: Optional[str] = option(None, "dump operator data here (the adapter's dump_config."
+                                      "enable_dump/dump_path); absolute path on the node")
+    dump_step: Optional[str] = option(None, "steps to dump, the adapter's syntax, e.g. '0|5|10-20'")
+    dump_mode: str = option("output", "dump operators' input, output or all",
+                            choices=("input", "output", "all"))
+    exception_dump: bool = option(False, "dump the inputs of a failing operator (enable_exception_dump)")
+    profiling_options: Optional[str] = option(None, "turn on the adapter's profiling with these options (a "
+                                              "JSON string, e.g. '{\"output\": \"/prof\", \"task_trace\": "
+                                              "\"on\"}')")
+    smi_check: bool = option(True, "before starting ranks, check this server's devices with npu-smi (skipped "
+                             "with a note when npu-smi is absent)")
+    bind_cores: bool = option(False, "pin each rank to its share of the CPU cores with taskset, as ModelZoo "
+                              "and MindX scripts do")
+
+
+def adapter_options(precision_mode: str, options: NpuOptions) -> Dict[str, Any]:
+    """The adapter's option paths and values this job sets (also shown by the worker's log)."""
+    out: Dict[str, Any] = {"precision_mode": precision_mode}
+    if options.dump_path:
+        out.update({"dump_config.enable_dump": True, "dump_config.dump_path": options.dump_path,
+                    "dump_config.dump_mode": options.dump_mode})
+        if options.dump_step:
+            out["dump_config.dump_step"] = options.dump_step
+    if options.exception_dump:
+        out["enable_exception_dump"] = 1
+    if options.profiling_options:
+        out.update({"profiling_config.enable_profiling": True,
+                    "profiling_config.profiling_options": options.profiling_options})
+    return out
+
+
+def graph_precision(precision: str, device_type: str) -> str:
+    """The precision of csgm's own graph: on NPUs always fp32 (CANN's precision mode casts)."""
+    return "fp32" if device_type == "npu" else precision
+
+
+def npu_precision_conflict(stages: Sequence[str], train: str, recovery: str) -> Optional[Tuple[str, str, str]]:
+    """(key, problem, fix) when the stages running in one NPU process want different precisions."""
+    if "train" in stages and "recover" in stages and train != recovery:
+        return ("recovery.precision", f"is {recovery} but train.precision is {train}; on an NPU the precision "
+                "mode is set once per process (CANN's precision_mode, before npu_device.open())",
+                "Give both stages the same precision, or run them as separate jobs (stages: [train], "
+                "then stages: [recover])")
+    return None
+
+
+def npu_precision_mode(stages: Sequence[str], train: str, recovery: str) -> str:
+    """CANN's precision mode for a process running ``stages`` (see npu_precision_conflict)."""
+    conflict = npu_precision_conflict(stages, train, recovery)
+    if conflict:
+        raise SpecError("job spec", *conflict)
+    return NPU_PRECISION_MODES[train if "train" in stages else recovery]
+
+

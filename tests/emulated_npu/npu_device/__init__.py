@@ -1,0 +1,209 @@
+"""EMULATED npu_device, for the test suite only: a stand-in for CANN's TensorFlow 2 adapter on a CPU.
+
+Never installed, never on the path of a real job: tests put ``tests/emulated_npu`` on PYTHONPATH of
+the ranks they start. Computation runs on the CPU in float32; what is emulated is the contract that
+decides whether a job would start and train on an Atlas 800, each rule from the source it follows:
+
+- ``global_options()`` holds options checked as ``NpuConfig``/``OptionValue`` check them, read only by
+  ``open()``; setting one after ``open()`` is an error here (the real adapter silently ignores it).
+  [Ascend/tensorflow tf_adapter_2.x/python/npu_device/configs/npu_config.py, option_base.py]
+- ``open()`` opens the *logical* device ``ASCEND_DEVICE_ID`` (default 0); requires RANK_TABLE_FILE and
+  RANK_ID when RANK_SIZE > 1, with the adapter's messages. [tf_adapter_2.x/python/npu_device/npu_device.py]
+- Logical -> physical: in a container the Ascend runtime shows only ASCEND_VISIBLE_DEVICES, numbered 0..
+  in ascending physical order; on bare metal (no ASCEND_VISIBLE_DEVICES) logical = physical, among the
+  host's devices (EMULATED_NPU_DEVICES, default 0-7).
+- HCCL's check: the table's device_id for RANK_ID must equal the opened device's physical id
+  ("ranktable config devId[%d],but local devId[%u]"). [CANN HCCL topoinfo_ranktableConcise.cc, open copy
+  in HongminTan/ACNC2025-HCCL src/domain/collective_communication/framework/common/src/topo/]
+- Chip profile EMULATED_NPU_CHIP (default 910A): the Ascend 910 has no bfloat16, so a bf16 precision
+  mode or a bfloat16 cast on that profile fails.
+- ``distribute.all_reduce`` / ``broadcast`` are real collectives between the ranks' processes (a hub
+  in rank 0 on EMULATED_HCCL_PORT, each call matched by its shapes and order), skipped when
+  RANK_SIZE <= 1 as the adapter does. [tf_adapter_2.x/python/npu_device/distribute/hccl.py]
+- ``gen_npu_ops`` float status ops: the overflow register the NPU loss-scale optimizer reads; tests
+  inject an overflow with EMULATED_NPU_OVERFLOW_AT (1-based reads of the status register, on the
+  ranks in EMULATED_NPU_OVERFLOW_RANKS, default all), since fp32 CPU arithmetic never saturates.
+  [tf_adapter_2.x/python/npu_device/train/optimizer/npu_loss_scale_optimizer.py]
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import os
+from typing import Any, Dict, List, Optional
+
+import tensorflow as tf
+
+EMULATED = True
+BF16_MODES = ("allow_mix_precision_bf16", "allow_fp32_to_bf16")
+PRECISION_MODES = ("force_fp32", "allow_fp32_to_fp16", "force_fp16", "must_keep_origin_dtype",
+                   "allow_mix_precision", "cube_fp16in_fp32out", "allow_mix_precision_fp16") + BF16_MODES
+CHIPS_WITHOUT_BF16 = ("910A",)
+
+
+class _Options:
+    """Options with the adapter's value lists; frozen once the device is open."""
+
+    def __init__(self, choices: Dict[str, Any], children: Optional[Dict[str, _Options]] = None):
+        object.__setattr__(self, "_choices", choices)
+        object.__setattr__(self, "_values", {k: None for k in choices})
+        object.__setattr__(self, "_children", children or {})
+
+    def __getattr__(self, key: str) -> Any:
+        if key in self._children:
+            return self._children[key]
+        if key in self._values:
+            return self._values[key]
+        raise AttributeError(key)
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        if key not in self._choices:
+            raise ValueError(f"{type(self).__name__} has no option {key}, all options {sorted(self._choices)}")
+        allowed = self._choices[key]
+        if allowed is not None and value not in allowed:
+            raise ValueError(f"'{value}' not in optional list {list(allowed)}")
+        if _state.handle is not None:
+            raise RuntimeError(f"emulated npu_device: option {key} set after open(); the adapter reads its "
+                               "options only in open(), so on an NPU this setting would be ignored")
+        self._values[key] = value
+
+    def as_dict(self) -> Dict[str, Any]:
+        out = {k: v for k, v in self._values.items() if v is not None}
+        for child in self._children.values():
+            out.update(child.as_dict())
+        return out
+
+
+def _new_options() -> _Options:
+    dump = _Options({"enable_dump": (True, False), "dump_path": None, "dump_step": None,
+                     "dump_mode": ("input", "output", "all")})
+    profiling = _Options({"enable_profiling": (True, False), "profiling_options": None})
+    return _Options({"precision_mode": PRECISION_MODES, "enable_exception_dump": (0, 1), "debug_dir": None},
+                    {"dump_config": dump, "profiling_config": profiling})
+
+
+class _State:
+    options: Optional[_Options] = None
+    handle: Optional[NpuDeviceHandle] = None
+
+
+_state = _State()
+
+
+def global_options() -> _Options:
+    if _state.options is None:
+        _state.options = _new_options()
+    return _state.options
+
+
+def _device_list(text: str) -> List[int]:
+    ids: List[int] = []
+    for part in text.split(","):
+        lo, sep, hi = part.strip().partition("-")
+        ids.extend(range(int(lo), int(hi) + 1) if sep else [int(lo)])
+    return sorted(set(ids))
+
+
+def physical_device(logical: int, environ=os.environ) -> int:
+    visible = environ.get("ASCEND_VISIBLE_DEVICES")
+    devices = _device_list(visible) if visible else _device_list(environ.get("EMULATED_NPU_DEVICES", "0-7"))
+    if not 0 <= logical < len(devices):
+        where = f"ASCEND_VISIBLE_DEVICES={visible}" if visible else f"this host has devices {devices}"
+        raise RuntimeError(f"Failed open npu device {logical} : logical device {logical} does not exist "
+                           f"({where})")
+    return devices[logical] if visible else logical
+
+
+def hccl_device_check(physical: int, environ=os.environ) -> None:
+    """HCCL's check at communicator set-up: the table's device for RANK_ID is the device we opened."""
+    path, rank = environ["RANK_TABLE_FILE"], int(environ["RANK_ID"])
+    with builtins.open(path, encoding="utf-8") as f:  # this module defines its own open()
+        table = json.load(f)
+    for server in table["server_list"]:
+        for device in server["device"]:
+            if int(device["rank_id"]) == rank:
+                if int(device["device_id"]) != physical:
+                    raise RuntimeError(
+                        f"Failed open npu device : EI0004: The ranktable is invalid,Reason:[The ranktable "
+                        f"config devId is inconsistent with the local devId.] ranktable config "
+                        f"devId[{device['device_id']}],but local devId[{physical}] (rank {rank}, {path})")
+                return
+    raise RuntimeError(f"Failed open npu device : rank {rank} is not in {path}")
+
+
+class NpuDeviceHandle:
+    def __init__(self, device_id: int, physical: int, workers_num: int, worker_id: int):
+        self.device_id, self.physical_id = device_id, physical
+        self.workers_num, self.worker_id = workers_num, worker_id
+
+    def is_cluster_worker(self) -> bool:
+        return self.workers_num > 1 and self.workers_num > self.worker_id >= 0
+
+    def as_default(self) -> NpuDeviceHandle:
+        if chip() in CHIPS_WITHOUT_BF16:
+            _refuse_bfloat16()
+        return self
+
+
+def chip() -> str:
+    return os.environ.get("EMULATED_NPU_CHIP", "910A")
+
+
+def open(device_id: Optional[int] = None) -> NpuDeviceHandle:  # noqa: A001 (the adapter's name)
+    if _state.handle is not None:
+        return _state.handle
+    if device_id is None:
+        device_id = int(os.getenv("ASCEND_DEVICE_ID", "0"))
+    mode = global_options().precision_mode
+    if mode in BF16_MODES and chip() in CHIPS_WITHOUT_BF16:
+        raise RuntimeError(f"Failed open npu device {device_id} : precision_mode {mode} needs bfloat16, "
+                           f"which the Ascend {chip()} does not have")
+    physical = physical_device(device_id)
+    workers_num = int(os.getenv("RANK_SIZE", "1"))
+    worker_id = 0
+    if workers_num > 1:
+        if not os.getenv("RANK_TABLE_FILE"):
+            raise RuntimeError("You must specify a rank table file by set env RANK_TABLE_FILE in distribution mode")
+        if not os.getenv("RANK_ID"):
+            raise RuntimeError("You must specify rank id by set env RANK_ID in distribution mode")
+        hccl_device_check(physical)
+        worker_id = int(os.environ["RANK_ID"])
+        from npu_device import _collectives
+
+        _collectives.connect(worker_id, workers_num)
+    _state.handle = NpuDeviceHandle(device_id, physical, workers_num, worker_id)
+    print(f"EMULATED NPU: opened logical device {device_id} = physical {physical} on chip {chip()}, "
+          f"rank {worker_id} of {workers_num}, options {global_options().as_dict()}", flush=True)
+    return _state.handle
+
+
+def global_npu_ctx() -> Optional[NpuDeviceHandle]:
+    return _state.handle
+
+
+_original_cast = tf.cast
+
+
+def reset() -> None:
+    """Close the emulated device and undo its changes to TensorFlow (for in-process tests)."""
+    _state.handle = _state.options = None
+    tf.cast = tf.dtypes.cast = _original_cast
+
+
+def _refuse_bfloat16() -> None:
+    """The 910A has no bfloat16 kernels: an op asking for one fails (here: every cast to it)."""
+    original = _original_cast
+
+    def cast(x: Any, dtype: Any, name: Optional[str] = None) -> Any:
+        if tf.as_dtype(dtype) == tf.bfloat16:
+            raise TypeError(f"emulated Ascend {chip()}: no bfloat16 on this chip (cast to bfloat16 refused)")
+        return original(x, dtype, name=name)
+
+    tf.cast = cast
+    tf.dtypes.cast = cast
+
+
+from npu_device import distribute, gen_npu_ops  # noqa: E402  (after the names they use)
+
+__all__ = ["EMULATED", "distribute", "gen_npu_ops", "global_npu_ctx", "global_options", "open"]
