@@ -65,9 +65,9 @@ def test_hccn_messages_name_the_file_given(tmp_path: Path) -> None:
     assert missing.returncode == 2
     assert missing.stderr.startswith("error: ./hccn.conf: file: cannot read") and "usually" not in missing.stderr
     (tmp_path / "hccn.conf").write_text("address_0=192.168.100.101\n")
-    lacking = _rank_table("generate", "--server-id", "a", "--hccn-conf", "./hccn.conf", "--devices", "0,4",
+    lacking = _rank_table("generate", "--server-id", "a", "--hccn-conf", "./hccn.conf", "--devices", "0,1",
                           cwd=tmp_path)
-    assert lacking.returncode == 2 and "add address_4=<ip> to ./hccn.conf" in lacking.stderr
+    assert lacking.returncode == 2 and "add address_1=<ip> to ./hccn.conf" in lacking.stderr
     no_tool = _rank_table("generate", "--server-id", "a", "--hccn-tool", "--hccn-tool-bin", "no_such_tool")
     assert no_tool.stderr.startswith("error: no_such_tool: command not found;") and "$" not in no_tool.stderr
 
