@@ -31,7 +31,19 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--storage-class", metavar="CLASS",
                         help="storageClassName of the claims (default: the cluster's default class)")
     render.add_argument("--host-arch", default=r.HOST_ARCHES[0], choices=r.HOST_ARCHES,
-                        help=f"the nodes' host-arch label (default: {r.HOST_ARCHES[0]})")
+                        help=f"the Ascend nodes' host-arch label (default: {r.HOST_ARCHES[0]})")
+    render.add_argument("--target", default=r.TARGETS[0], choices=r.TARGETS,
+                        help="ascend: Ascend 910 nodes, rank table from hccl-controller / Ascend Operator; "
+                             "gpu: NVIDIA GPU nodes, rank table built in the pod (default: ascend)")
+    render.add_argument("--pull-policy", default=r.PULL_POLICIES[0], choices=r.PULL_POLICIES,
+                        help=f"imagePullPolicy of the container (default: {r.PULL_POLICIES[0]})")
+    render.add_argument("--queue", default=r.DEFAULT_QUEUE, metavar="QUEUE",
+                        help=f"the Volcano queue of the job (default: {r.DEFAULT_QUEUE})")
+    render.add_argument("--priority-class", metavar="CLASS",
+                        help="priorityClassName of the job and its pods (default: the cluster's default)")
+    render.add_argument("--restarts", type=int, default=r.RESTARTS, metavar="N",
+                        help=f"whole-job restarts after a failed or evicted pod; maxRetry is N + 1 since "
+                             f"Volcano counts the first run (default: {r.RESTARTS})")
     out = render.add_mutually_exclusive_group()
     out.add_argument("--out", type=Path, default=r.PACKAGE_DIR, metavar="DIR",
                      help="folder to write the files to, '-' for standard output (default: the k8s folder)")
@@ -53,9 +65,15 @@ def report(problems: Sequence[v.Problem]) -> None:
         print(f"error: {problem}", file=sys.stderr)
 
 
+def render_options(args: argparse.Namespace) -> r.RenderOptions:
+    return r.RenderOptions(nodes=args.nodes, image=args.image, namespace=args.namespace,
+                           storage_class=args.storage_class, host_arch=args.host_arch, target=args.target,
+                           pull_policy=args.pull_policy, queue=args.queue, priority_class=args.priority_class,
+                           restarts=args.restarts)
+
+
 def run_render(args: argparse.Namespace) -> int:
-    options = r.RenderOptions(nodes=args.nodes, image=args.image, namespace=args.namespace,
-                              storage_class=args.storage_class, host_arch=args.host_arch)
+    options = render_options(args)
     try:
         files = r.render_file(args.spec, options)
     except (SpecError, r.RenderError) as e:
