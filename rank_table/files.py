@@ -71,6 +71,7 @@ def wait_until_completed(
     report: Callable[[str], None] = print,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    stale: Optional[Callable[[RankTable], Optional[str]]] = None,
 ) -> RankTable:
     """Re-read ``path`` until it holds a completed, valid rank table, and return it.
 
@@ -79,6 +80,10 @@ def wait_until_completed(
     ``report`` with one progress line per poll. A completed but invalid table raises at
     once: waiting would not fix it. After ``timeout_s`` seconds raises
     :class:`RankTableError` naming the path, the last state seen and how to wait longer.
+
+    ``stale(table)``, if given, returns why a completed table is not (yet) the one for this
+    reader, or None: such a table is waited on like an initializing one. In Kubernetes a restarted
+    pod can read the previous attempt's completed table before the controller resets it.
     """
     if poll_s <= 0 or timeout_s < 0:
         raise ValueError(f"need poll_s > 0 and timeout_s >= 0, got {poll_s} and {timeout_s}")
@@ -86,7 +91,11 @@ def wait_until_completed(
     start = clock()
     while True:
         try:
-            return load(source)
+            table = load(source)
+            reason = stale(table) if stale is not None else None
+            if reason is None:
+                return table
+            state = f"a completed table from an earlier attempt ({reason})"
         except RankTableMissing:
             state = "the file does not exist yet"
         except RankTableNotJSON as exc:
