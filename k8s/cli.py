@@ -176,8 +176,10 @@ def run_cluster(args: argparse.Namespace) -> int:
 
     try:
         if args.command == "submit":
+            k = c.connect(args.kubeconfig, args.context, args.namespace)
+            options = dataclasses.replace(render_options(args), namespace=k.namespace)
             try:
-                files = r.render_file(args.spec, render_options(args))
+                files = r.render_file(args.spec, options)
             except (SpecError, r.RenderError) as e:
                 print(f"error: {e}", file=sys.stderr)
                 return EXIT_BAD_INPUT
@@ -185,10 +187,7 @@ def run_cluster(args: argparse.Namespace) -> int:
             if problems:
                 report(problems)
                 return EXIT_FAILED
-            k = c.connect(args.kubeconfig, args.context, args.namespace)
-            k.submit(c.objects_of(r.render_file(args.spec, dataclasses.replace(render_options(args),
-                                                                                namespace=k.namespace))),
-                     dry_run=args.dry_run)
+            k.submit(c.objects_of(files), dry_run=args.dry_run)
             return EXIT_OK
         c.check_name(args.job)
         k = c.connect(args.kubeconfig, args.context, args.namespace)
