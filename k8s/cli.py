@@ -172,7 +172,12 @@ def run_validate(args: argparse.Namespace) -> int:
 
 
 def run_cluster(args: argparse.Namespace) -> int:
-    from k8s import cluster as c  # noqa: PLC0415 (render and validate do not need the client)
+    try:
+        from k8s import cluster as c  # noqa: PLC0415 (render and validate do not need the client)
+    except ImportError as e:  # a venv made before the project required the client
+        print(f"error: {e.name or e}: the Kubernetes client is not installed. Install the project again "
+              f"(make setup, or pip install -e .), which installs kubernetes>=25.3", file=sys.stderr)
+        return EXIT_BAD_INPUT
 
     try:
         if args.command == "submit":

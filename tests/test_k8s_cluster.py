@@ -3,6 +3,7 @@ the API-server emulation of tests/fake_k8s_api.py (URLs, verbs, selectors and (d
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Iterator, List, Tuple
@@ -11,6 +12,7 @@ import pytest
 
 from k8s import cli
 from k8s import render as r
+from k8s.cluster import objects_of
 from tests.fake_k8s_api import FakeApiServer, kubeconfig, pod
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,6 +28,18 @@ def api(tmp_path: Path) -> Iterator[Api]:
         config = tmp_path / "kubeconfig"
         config.write_text(kubeconfig(server, NS), encoding="utf-8")
         yield server, ["--kubeconfig", str(config)]
+
+
+@functools.cache
+def _rendered() -> str:
+    return json.dumps(objects_of(r.render_file(Path(SPEC), r.RenderOptions(namespace=NS))))
+
+
+def submitted(server: FakeApiServer, namespace: str = NS) -> None:
+    """The objects `submit` creates, put straight into the server (for the tests of the other commands)."""
+    plurals = {"ConfigMap": "configmaps", "PersistentVolumeClaim": "persistentvolumeclaims", "Job": "jobs"}
+    for obj in json.loads(_rendered()):
+        server.put(plurals[obj["kind"]], namespace, obj)
 
 
 def k8s(api: Api, *args: str) -> int:
@@ -102,11 +116,14 @@ def test_submit_bad_spec_is_bad_input(api: Api, tmp_path: Path, capsys: pytest.C
     assert api[0].requests == []
 
 
-def test_context_and_namespace_flags_as_kubectl(api: Api) -> None:
-    assert k8s(api, "submit", SPEC, "--context", "other") == 0
-    assert api[0].get("jobs", "default", JOB) is not None  # the context without a namespace: default
-    assert k8s(api, "submit", SPEC, "-n", "team-a") == 0
-    assert api[0].get("jobs", "team-a", JOB) is not None
+def test_context_and_namespace_flags_as_kubectl(api: Api, capsys: pytest.CaptureFixture[str]) -> None:
+    submitted(api[0], "default")
+    submitted(api[0], "team-a")
+    assert k8s(api, "status", JOB, "--context", "other") == 0  # a context without a namespace: default
+    assert k8s(api, "status", JOB, "-n", "team-a") == 0
+    assert k8s(api, "status", JOB) == 1  # the current context's namespace, ml, has no such job
+    out = capsys.readouterr().out
+    assert f"job default/{JOB}: phase Pending" in out and f"job team-a/{JOB}: phase Pending" in out
 
 
 def test_missing_kubeconfig_is_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -128,7 +145,7 @@ def running_job(server: FakeApiServer) -> None:
 
 
 def test_status_shows_phase_retries_pods_and_table(api: Api, capsys: pytest.CaptureFixture[str]) -> None:
-    assert k8s(api, "submit", SPEC) == 0
+    submitted(api[0])
     running_job(api[0])
     capsys.readouterr()
     assert k8s(api, "status", JOB) == 0
@@ -143,7 +160,7 @@ def test_status_shows_phase_retries_pods_and_table(api: Api, capsys: pytest.Capt
 
 
 def test_status_of_an_initializing_table_and_a_missing_job(api: Api, capsys: pytest.CaptureFixture[str]) -> None:
-    assert k8s(api, "submit", SPEC) == 0
+    submitted(api[0])
     capsys.readouterr()
     assert k8s(api, "status", JOB) == 0
     assert "rank table: initializing" in capsys.readouterr().out
@@ -153,7 +170,7 @@ def test_status_of_an_initializing_table_and_a_missing_job(api: Api, capsys: pyt
 
 def test_logs_of_a_rank_come_from_its_pod(api: Api, capsys: pytest.CaptureFixture[str]) -> None:
     server = api[0]
-    assert k8s(api, "submit", SPEC) == 0
+    submitted(api[0])
     running_job(server)
     server.logs[f"{JOB}-worker-1"] = ["launcher: server 10.0.0.2: starting ranks 4,5,6,7", "[rank 4] epoch 1",
                                       "[rank 5] epoch 1", "[rank 5] epoch 2"]
@@ -167,7 +184,7 @@ def test_logs_of_a_rank_come_from_its_pod(api: Api, capsys: pytest.CaptureFixtur
 
 
 def test_logs_before_the_table_is_complete(api: Api, capsys: pytest.CaptureFixture[str]) -> None:
-    assert k8s(api, "submit", SPEC) == 0
+    submitted(api[0])
     capsys.readouterr()
     assert k8s(api, "logs", JOB, "--rank", "0") == 1
     assert "cannot map rank 0 to a pod: the rank table is initializing" in capsys.readouterr().err
@@ -177,7 +194,7 @@ def test_logs_before_the_table_is_complete(api: Api, capsys: pytest.CaptureFixtu
                                           (["Running", "Restarting", "Failed"], 1)])
 def test_wait_follows_the_job_to_its_final_phase(api: Api, capsys: pytest.CaptureFixture[str],
                                                  phases: List[str], code: int) -> None:
-    assert k8s(api, "submit", SPEC) == 0
+    submitted(api[0])
     api[0].watch_phases = list(phases)
     capsys.readouterr()
     assert k8s(api, "wait", JOB) == code
@@ -188,7 +205,7 @@ def test_wait_follows_the_job_to_its_final_phase(api: Api, capsys: pytest.Captur
 
 def test_delete_keeps_claims_unless_purged(api: Api, capsys: pytest.CaptureFixture[str]) -> None:
     server = api[0]
-    assert k8s(api, "submit", SPEC) == 0
+    submitted(api[0])
     assert k8s(api, "delete", JOB) == 0
     assert sorted(k[0] for k in server.objects) == ["persistentvolumeclaims", "persistentvolumeclaims"]
     assert k8s(api, "delete", JOB, "--purge") == 0  # the job is gone already: 404s are fine
