@@ -206,3 +206,34 @@ def test_a_volcano_restart_keeps_the_failed_attempts_logs(tmp_path: Path) -> Non
     assert "attempt one of rank 0" in (old / "rank_0.log").read_text()
     assert json.loads((old / "error_rank_0.json").read_text())["exitcode"] == 3
     assert "rank 0 of 2" in (logs / "volcano-v2" / "attempt_0" / "rank_0.log").read_text()
+
+
+def test_gpu_pod_builds_its_table_and_runs_the_launcher(tmp_path: Path) -> None:
+    """The rendered GPU container's script (after the entrypoint): k8s.gpu_table from the svc plugin's
+    hosts file and VC_TASK_INDEX, then the launcher finding its server by XDL_IP = the pod IP."""
+    spec_text = "name: g\nbackend: tf\ndevices: {type: gpu, count: 2}\ndata: {source: sample}\n"
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(spec_text, encoding="utf-8")
+    files = r.render_file(spec_file, r.RenderOptions(target="gpu"))
+    docs = [d for text in files.values() for d in yaml.safe_load_all(text) if d]
+    container = next(d for d in docs if d["kind"] == "Job")["spec"]["tasks"][0]["template"]["spec"]["containers"][0]
+    shell, entrypoint, inner_shell, dash_c, script = container["command"]
+    assert (shell, entrypoint, inner_shell, dash_c) == ("/bin/bash", r.ENTRYPOINT, "/bin/bash", "-c")
+    pod_spec = yaml.safe_load(next(d for d in docs if d["metadata"]["name"] == "g-spec")["data"]["job.yaml"])
+    pod_spec["devices"]["type"] = "cpu"  # no GPU here; the ranks only print
+    pod_spec["output_dir"] = str(tmp_path / "output" / "g")
+    pod_spec["launch"]["rank_table"] = str(tmp_path / "table.json")
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(pod_spec), encoding="utf-8")
+    (tmp_path / "worker.host").write_text("g-worker-0.g\n", encoding="utf-8")
+    script = (script.replace(r.GPU_TABLE_FILE, str(tmp_path / "table.json"))
+              .replace(r.SPEC_FILE, str(tmp_path / "job.yaml"))
+              .replace("python3", sys.executable)
+              .replace("-m k8s.gpu_table", f"-m k8s.gpu_table --hosts {tmp_path / 'worker.host'} "
+                                           f"--spec {tmp_path / 'job.yaml'}"))
+    script += " -- " + " ".join([sys.executable, "-c", "'import os; print(\"gpu rank\", os.environ[\"RANK_ID\"])'"])
+    env = {k: val for k, val in os.environ.items() if k != "XDL_IP"}
+    env.update(PYTHONPATH=str(REPO), VC_TASK_INDEX="0", CSGM_POD_IP=POD_IP)
+    proc = subprocess.run(["/bin/bash", "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert f"server {POD_IP}: starting ranks 0,1 of 2" in proc.stdout + proc.stderr
+    assert "[rank 1] gpu rank 1" in proc.stdout
