@@ -131,3 +131,24 @@ def test_gpu_table_single_pod_needs_no_dns(tmp_path: Path) -> None:
                           {"VC_TASK_INDEX": "0", "CSGM_POD_IP": "10.1.0.5"}) == 0
     data = json.loads(out.read_text())
     assert data["status"] == "completed" and data["server_list"][0]["server_id"] == "10.1.0.5"
+
+
+def test_version_and_help_on_every_option(capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["--version"])
+    assert stop.value.code == 0 and capsys.readouterr().out.startswith("python -m k8s ")
+    missing = []
+
+    def walk(parser: argparse.ArgumentParser, name: str) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub, child in action.choices.items():
+                    walk(child, f"{name} {sub}")
+            elif not action.help:
+                missing.append(f"{name} {action.option_strings or action.dest}")
+
+    walk(cli.build_parser(), "k8s")
+    walk(gpu_table.build_parser(), "k8s.gpu_table")
+    assert missing == []
