@@ -25,6 +25,7 @@ from k8s import render as r
 
 GROUP, VERSION, PLURAL = "batch.volcano.sh", "v1alpha1", "jobs"
 JOB_LABEL = "volcano.sh/job-name"
+TASK_INDEX_LABEL = "volcano.sh/task-index"  # label and annotation on every pod (job_controller_util.go)
 # Final phases of a Volcano Job (CRD: state.phase) and the exit code each gives `wait`.
 FINAL_PHASES = {"Completed": 0, "Failed": 1, "Aborted": 1, "Terminated": 1}
 
@@ -173,8 +174,30 @@ class Cluster:
     # -----------------------------------------------------------------------------------------
     # logs
 
+    def _gpu_pod_of_rank(self, name: str, rank: int) -> Optional[str]:
+        """A GPU job (no rings-config): pod i holds ranks i*n..i*n+n-1, n its nvidia.com/gpu limit, as
+        k8s.gpu_table numbers them; pod i is the one Volcano labels volcano.sh/task-index=i."""
+        task = (self.job(name).get("spec") or {}).get("tasks", [{}])[0]
+        containers = ((task.get("template") or {}).get("spec") or {}).get("containers") or [{}]
+        per_pod = int(((containers[0].get("resources") or {}).get("limits") or {}).get(r.GPU_RESOURCE, 0))
+        if per_pod <= 0:
+            return None
+        replicas = int(task.get("replicas", 1))
+        if not 0 <= rank < replicas * per_pod:
+            raise ClusterError(f"rank {rank} is not in job {name} (ranks 0..{replicas * per_pod - 1})", code=2)
+        index = str(rank // per_pod)
+        for pod in self.pods(name):
+            if (pod.metadata.labels or {}).get(TASK_INDEX_LABEL) == index:
+                return pod.metadata.name
+        raise ClusterError(f"rank {rank} runs in pod {index} of job {name}, which does not exist now; see "
+                           f"python -m k8s status {name}")
+
     def pod_of_rank(self, name: str, rank: int) -> str:
         table, state = self.table(name)
+        if table is None and state.startswith("no ConfigMap"):
+            gpu_pod = self._gpu_pod_of_rank(name, rank)
+            if gpu_pod is not None:
+                return gpu_pod
         if table is None:
             raise ClusterError(f"cannot map rank {rank} to a pod: the rank table is {state}")
         server = next((s for s in table.servers if any(d.rank_id == rank for d in s.devices)), None)

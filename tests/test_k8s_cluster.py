@@ -213,3 +213,20 @@ def test_delete_keeps_claims_unless_purged(api: Api, capsys: pytest.CaptureFixtu
     server.forbidden.add(("DELETE", "jobs"))
     assert k8s(api, "delete", JOB) == 1
     assert "forbidden" in capsys.readouterr().err
+
+
+def test_logs_of_a_gpu_rank_come_from_the_pod_of_its_task_index(api: Api, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    server = api[0]
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("name: g\nbackend: tf\ndevices: {type: gpu, count: 4}\n", encoding="utf-8")
+    (job,) = [o for o in objects_of(r.render_file(spec, r.RenderOptions(target="gpu", nodes=2)))
+              if o["kind"] == "Job"]
+    server.put("jobs", NS, job)
+    for i in range(2):
+        server.put("pods", NS, pod(f"g-worker-{i}", "g", i, f"node-{i}", f"10.0.0.{i + 1}", f"172.16.{i}.5", "", 0))
+    server.logs["g-worker-1"] = ["[rank 6] loss 0.5", "[rank 5] loss 0.7"]
+    assert k8s(api, "logs", "g", "--rank", "6") == 0
+    assert capsys.readouterr().out == "loss 0.5\n"
+    assert k8s(api, "logs", "g", "--rank", "8") == 2
+    assert "rank 8 is not in job g (ranks 0..7)" in capsys.readouterr().err
