@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-import pytest
 import yaml
 
 from k8s import render as r
@@ -178,16 +177,29 @@ def test_without_xdl_ip_the_launcher_cannot_tell_its_server(tmp_path: Path) -> N
     assert "[rank" not in proc.stdout
 
 
-@pytest.mark.parametrize("left_over", [completed_table("192.0.2.99", RANKS),  # another node's table
-                                       completed_table(NODE_IP, RANKS, first_device=4)],  # other NPUs
-                         ids=["other-node", "other-npus"])
-def test_a_stale_completed_table_is_waited_on(tmp_path: Path, left_over: str) -> None:
+def test_a_stale_completed_table_is_waited_on(tmp_path: Path) -> None:
+    """The previous attempt's table (another node), then one giving this node other NPUs, are waited on;
+    the launcher starts once the controller writes this attempt's table."""
     pod = Pod(tmp_path, timeout_s=10)
-    pod.write_table(left_over)  # the previous attempt's table, not yet reset by the controller
-    code, out, waited = run_with_controller(pod)
+    pod.write_table(completed_table("192.0.2.99", RANKS))
+    steps = {"does not list this pod": completed_table(NODE_IP, RANKS, first_device=4),
+             "are not this pod's NPUs": completed_table(NODE_IP, RANKS)}
+    proc = subprocess.Popen(pod.command(), env=pod.environment(NODE_IP), cwd=pod.root, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    lines: List[str] = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            for seen in [k for k in steps if k in line]:
+                pod.write_table(steps.pop(seen))
+        code = proc.wait(timeout=120)
+    finally:
+        proc.kill()
+    out = "".join(lines)
     assert code == 0, out
-    assert "a completed table from an earlier attempt" in out
-    assert waited >= COMPLETE_AFTER_S
+    assert "a completed table from an earlier attempt (it does not list this pod, XDL_IP=192.0.2.10" in out
+    assert "its devices [4, 5] for this pod are not this pod's NPUs ASCEND_VISIBLE_DEVICES=Ascend910-0" in out
     assert f"[rank 1] rank 1 of {RANKS}" in out
 
 
