@@ -230,3 +230,11 @@ def test_logs_of_a_gpu_rank_come_from_the_pod_of_its_task_index(api: Api, tmp_pa
     assert capsys.readouterr().out == "loss 0.5\n"
     assert k8s(api, "logs", "g", "--rank", "8") == 2
     assert "rank 8 is not in job g (ranks 0..7)" in capsys.readouterr().err
+
+
+def test_wait_gives_up_after_its_timeout(api: Api, capsys: pytest.CaptureFixture[str]) -> None:
+    submitted(api[0])
+    api[0].watch_phases = ["Running"]  # the watch ends (the server's timeout) with the job still running
+    assert k8s(api, "wait", JOB, "--timeout", "1") == 1
+    assert f"job {JOB} still Running after 1 s" in capsys.readouterr().err
+    assert any("timeoutSeconds=1" in v for v in api[0].verbs())
