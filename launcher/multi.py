@@ -21,7 +21,9 @@ from launcher import env as rank_environment
 from launcher import horovod_rendezvous
 from launcher.errors import LaunchError
 from launcher.progress import ProgressBoard
+from launcher.stale import stale_check
 from launcher.slots import Slot, SlotError, assign_slots, identify_server, this_host_names
+from launcher.logs import attempt_root
 from launcher.supervise import LauncherInterrupted, WorkerSpec, format_summary, run
 from rank_table.devices import DeviceMapError, check_chip
 
@@ -41,7 +43,7 @@ def resolve_table(spec: JobSpec, table_path: Optional[str]) -> tuple[rank_table.
         table = rank_table.wait_until_completed(
             table_path, timeout_s=spec.launch.rank_table_timeout_s,
             poll_s=min(5.0, max(0.5, spec.launch.rank_table_timeout_s / 10)),
-            report=lambda line: log.info("%s", line),
+            report=lambda line: log.info("%s", line), stale=stale_check(os.environ),
             timeout_knob="--set launch.rank_table_timeout_s=SECONDS")
     except rank_table.RankTableError as e:
         raise LaunchError(str(e)) from None
@@ -162,7 +164,7 @@ def run_ranks(spec: JobSpec, args: argparse.Namespace, command: Sequence[str]) -
         except OSError as e:
             raise LaunchError(str(e)) from None
     try:
-        result = run(workers, spec.run_dir / "logs", max_restarts=max_restarts,
+        result = run(workers, attempt_root(spec.run_dir / "logs", os.environ), max_restarts=max_restarts,
                      grace_s=spec.launch.grace_period_s, console_ranks=console_ranks,
                      stall_timeout_s=spec.launch.stall_timeout_s, on_line=board.on_line)
     except LauncherInterrupted as e:

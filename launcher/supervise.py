@@ -8,7 +8,10 @@ The model is torch.distributed.elastic's local agent:
   after a grace period, and everything is reaped;
 - a worker that exits takes its whole process group with it (its own children do not survive);
 - on failure the whole group is restarted, up to `max_restarts` times, each attempt logging to
-  `log_root/attempt_<n>/rank_<r>.log`, with `error_rank_<r>.json` per failed rank;
+  `log_root/attempt_<n>/rank_<r>.log`, with `error_rank_<r>.json` per failed rank. Nothing of an
+  earlier attempt is overwritten or deleted, even one of an earlier launcher run on the same folder
+  (a Volcano restart on a shared claim): n starts past every attempt folder holding one of this
+  server's rank logs, and logs are created exclusively (see launcher.logs.first_free_attempt);
 - SIGINT / SIGTERM sent to the launcher are forwarded to every worker group (SIGKILL after the
   grace period) and then raised as `LauncherInterrupted`, never swallowed. A second signal
   during the grace period escalates to SIGKILL at once.
@@ -38,7 +41,7 @@ from typing import (
 
 from common.files import atomic_write_json
 
-from .logs import Console, LogPump
+from .logs import Console, LogPump, first_free_attempt, rank_log_name
 
 _PUMP_JOIN_S = 2.0  # wait for a worker's output to drain once its group is dead
 _STOP_POLL_S = 0.02  # how often stop() checks whether the workers have exited
@@ -131,7 +134,8 @@ class _Worker:
         self.log_path = log_path
         env = dict(spec.env)
         env.setdefault("PYTHONUNBUFFERED", "1")
-        log = open(log_path, "wb")  # noqa: SIM115 (handed to the pump, which closes it)
+        # "xb": an earlier attempt's log is never truncated (run() picks a folder without them).
+        log = open(log_path, "xb")  # noqa: SIM115 (handed to the pump, which closes it)
         try:
             self.proc = subprocess.Popen(
                 list(spec.cmd),
@@ -223,10 +227,8 @@ class WorkerGroup:
 
     def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        for stale in self.log_dir.glob("error_rank_*.json"):  # from an earlier run
-            stale.unlink()
         for spec in self.specs:
-            log_path = self.log_dir / f"rank_{spec.rank}.log"
+            log_path = self.log_dir / rank_log_name(spec.rank)
             self.workers.append(_Worker(spec, log_path, self.console))
 
     def live(self) -> list[_Worker]:
@@ -362,7 +364,8 @@ def run(
     try:
         attempt = 0
         while True:
-            log_dir = Path(log_root) / f"attempt_{attempt}"
+            folder = first_free_attempt(Path(log_root), ranks)
+            log_dir = Path(log_root) / f"attempt_{folder}"
             group = WorkerGroup(workers, log_dir, out)
             failure = _run_attempt(group, trap, grace_s, stall_timeout_s, poll_s)
             if failure is None or attempt >= max_restarts:

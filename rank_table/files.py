@@ -72,6 +72,7 @@ def wait_until_completed(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
     timeout_knob: str = "--timeout SECONDS",
+    stale: Optional[Callable[[RankTable], Optional[str]]] = None,
 ) -> RankTable:
     """Re-read ``path`` until it holds a completed, valid rank table, and return it.
 
@@ -81,6 +82,10 @@ def wait_until_completed(
     once: waiting would not fix it. After ``timeout_s`` seconds raises
     :class:`RankTableError` naming the path, the last state seen and how to wait longer
     (``timeout_knob``: the caller's own setting for the time-out).
+
+    ``stale(table)``, if given, returns why a completed table is not (yet) the one for this
+    reader, or None: such a table is waited on like an initializing one. In Kubernetes a restarted
+    pod can read the previous attempt's completed table before the controller resets it.
     """
     if poll_s <= 0 or timeout_s < 0:
         raise ValueError(f"need poll_s > 0 and timeout_s >= 0, got {poll_s} and {timeout_s}")
@@ -88,7 +93,11 @@ def wait_until_completed(
     start = clock()
     while True:
         try:
-            return load(source)
+            table = load(source)
+            reason = stale(table) if stale is not None else None
+            if reason is None:
+                return table
+            state = f"a completed table from an earlier attempt ({reason})"
         except RankTableMissing:
             state = "the file does not exist yet"
         except RankTableNotJSON as exc:

@@ -59,7 +59,7 @@ def test_check_flag_reports_drift(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert cli.main(["render", str(SPEC), "--check"]) == 0
     monkeypatch.setattr(r, "PACKAGE_DIR", tmp_path)
     r.write(r.render_file(SPEC), tmp_path)
-    (tmp_path / r.FILES[2]).write_text((tmp_path / r.FILES[2]).read_text().replace("maxRetry: 3", "maxRetry: 4"))
+    (tmp_path / r.FILES[2]).write_text((tmp_path / r.FILES[2]).read_text().replace("maxRetry: 4", "maxRetry: 5"))
     assert cli.main(["render", str(SPEC), "--check"]) == 1
     assert f"{r.FILES[2]} in {tmp_path} differ from the render" in capsys.readouterr().err
 
@@ -94,10 +94,12 @@ def test_volcano_job_runs_one_pod_per_node_with_all_its_npus() -> None:
     assert job["metadata"]["labels"][r.RING_LABEL] == "ascend-910"
     js = job["spec"]
     assert js["schedulerName"] == "volcano"
-    assert js["minAvailable"] == 2 and js["maxRetry"] >= 1
+    assert js["minAvailable"] == 2 and js["maxRetry"] == r.RESTARTS + 1
     assert [t["replicas"] for t in js["tasks"]] == [2]
-    restart = {p["event"] for p in js["policies"] if p["action"] == "RestartJob"}
-    assert {"PodFailed", "PodEvicted"} <= restart
+    # MindX samples restart on eviction and failure; "Unknown" (part of the gang unschedulable)
+    # would spend a retry each time.
+    assert sorted((p["event"], p["action"]) for p in js["policies"]) == [
+        ("PodEvicted", "RestartJob"), ("PodFailed", "RestartJob")]
     template = js["tasks"][0]["template"]
     assert template["metadata"]["labels"][r.RING_LABEL] == "ascend-910"
     pod = template["spec"]
@@ -112,8 +114,13 @@ def test_volcano_job_runs_one_pod_per_node_with_all_its_npus() -> None:
     assert c["resources"]["requests"][r.NPU_RESOURCE] == c["resources"]["limits"][r.NPU_RESOURCE] == 8
     assert {"cpu", "memory"} <= set(c["resources"]["requests"])
     assert c["securityContext"] == {"privileged": False, "allowPrivilegeEscalation": False}
-    assert c["command"] == ["python3", "-m", "launcher", r.SPEC_FILE]
+    # CANN's environment first (k8s/image/entrypoint.sh), then the launcher.
+    assert c["command"] == ["/bin/bash", "/opt/csgm/k8s/image/entrypoint.sh", "python3", "-m", "launcher",
+                            r.SPEC_FILE]
+    assert pod["terminationGracePeriodSeconds"] >= r.CHECKPOINT_GRACE_S
     env = {e["name"]: e for e in c["env"]}
+    assert env["CSGM_JOB_VERSION"]["valueFrom"] == {
+        "fieldRef": {"fieldPath": "metadata.annotations['volcano.sh/job-version']"}}
     assert env["XDL_IP"]["valueFrom"] == {"fieldRef": {"fieldPath": "status.hostIP"}}
     assert "POD_NAME" not in env  # it would switch HCCL to a legacy rank-table lookup
 
@@ -193,7 +200,7 @@ def test_resources_follow_the_spec(tmp_path: Path) -> None:
     (NPU_SPEC.replace("name: t", "name: " + "a" * 60), {}, "Shorten name to at most 54 characters"),
     (NPU_SPEC, {"namespace": "ML"}, "--namespace 'ML' is not a DNS-1123 label"),
     (NPU_SPEC, {"image": "csgm latest"}, "is not an image reference"),
-    (NPU_SPEC, {"storage_class": "Fast_SSD"}, "not a valid StorageClass name"),
+    (NPU_SPEC, {"storage_class": "Fast_SSD"}, "--storage-class 'Fast_SSD' is not a valid object name"),
 ])
 def test_render_refuses_what_cannot_run(tmp_path: Path, text: str, options: Dict[str, Any], message: str) -> None:
     with pytest.raises(r.RenderError, match=message):
