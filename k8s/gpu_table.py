@@ -68,9 +68,11 @@ def build_table(hosts: Sequence[str], index: int, own_ip: str, per_pod: int, res
                     raise GpuTableError(f"{host} (pod {k} of the job) does not resolve after {timeout_s:g} s "
                                         f"({e}); is its pod running and the job's svc plugin on?") from None
                 sleep(poll_s)
+    # GPUs have no HCCL device NIC: device_ip stays empty, as in rank_table.local_table (HCCL's rule
+    # that device addresses are unique would otherwise refuse several GPUs behind one pod IP).
     data = {"version": "1.0", "status": "completed", "server_count": str(len(hosts)), "server_list": [
         {"server_id": ip, "container_ip": ip, "device": [
-            {"device_id": str(d), "device_ip": ip, "rank_id": str(k * per_pod + d)} for d in range(per_pod)]}
+            {"device_id": str(d), "device_ip": "", "rank_id": str(k * per_pod + d)} for d in range(per_pod)]}
         for k, ip in enumerate(addresses)]}
     return rank_table.parse(data, f"<{HOSTS_FILE}>")
 
