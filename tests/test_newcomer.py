@@ -18,13 +18,28 @@ import rank_table
 from common.version import VERSION
 from launcher.cli import build_parser as launcher_parser
 from rank_table.cli import build_parser as rank_table_parser
-from tests.test_launcher_cli import REPO, _env, assert_one_line_error, dry_run_env, launch
+from launcher.cli import main as launcher_main
+from rank_table.cli import main as rank_table_main
+from tests.test_docs import run_in_process
+from tests.test_launcher_cli import REPO, _env, assert_one_line_error, dry_run_env
 
-RANK_TABLE = [sys.executable, "-m", "rank_table"]
 
 
-def _rank_table(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    return subprocess.run([*RANK_TABLE, *args], cwd=cwd, capture_output=True, text=True, timeout=60)
+@pytest.fixture(autouse=True)
+def _clean(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process command lines (fast: the imports are loaded once) from the repository, in an
+    environment without the variables that change what the launcher does."""
+    monkeypatch.chdir(REPO)
+    for name in ("RANK_TABLE_FILE", "XDL_IP", "POD_NAME", "RANK_ID", "RANK_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def _rank_table(*args: str) -> subprocess.CompletedProcess:
+    return run_in_process(rank_table_main, list(args))
+
+
+def launch(*args: str) -> subprocess.CompletedProcess:
+    return run_in_process(launcher_main, list(args))
 
 
 def _options(parser: argparse.ArgumentParser):
@@ -60,13 +75,13 @@ def test_validate_json_and_exit_codes(tmp_path: Path) -> None:
     assert _rank_table("validate", str(tmp_path / "absent.json")).returncode == 2  # bad input
 
 
-def test_hccn_messages_name_the_file_given(tmp_path: Path) -> None:
-    missing = _rank_table("generate", "--server-id", "a", "--hccn-conf", "./hccn.conf", cwd=tmp_path)
+def test_hccn_messages_name_the_file_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    missing = _rank_table("generate", "--server-id", "a", "--hccn-conf", "./hccn.conf")
     assert missing.returncode == 2
     assert missing.stderr.startswith("error: ./hccn.conf: file: cannot read") and "usually" not in missing.stderr
     (tmp_path / "hccn.conf").write_text("address_0=192.168.100.101\n")
-    lacking = _rank_table("generate", "--server-id", "a", "--hccn-conf", "./hccn.conf", "--devices", "0,1",
-                          cwd=tmp_path)
+    lacking = _rank_table("generate", "--server-id", "a", "--hccn-conf", "./hccn.conf", "--devices", "0,1")
     assert lacking.returncode == 2 and "add address_1=<ip> to ./hccn.conf" in lacking.stderr
     no_tool = _rank_table("generate", "--server-id", "a", "--hccn-tool", "--hccn-tool-bin", "no_such_tool")
     assert no_tool.stderr.startswith("error: no_such_tool: command not found;") and "$" not in no_tool.stderr
@@ -85,9 +100,9 @@ def test_dry_run_json_shows_the_flags_in_the_resolved_spec(tmp_path: Path) -> No
     assert any(line.startswith("train: starts fresh") for line in plan["plan"])
 
 
-def test_rank_table_file_from_the_environment() -> None:
-    result = launch("configs/cpu_2p_tf.yaml", "--dry-run", "--server-id", "127.0.0.2",
-                    env=_env(RANK_TABLE_FILE=str(REPO / "configs/rank_table_2x2_loopback.json")))
+def test_rank_table_file_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RANK_TABLE_FILE", str(REPO / "configs/rank_table_2x2_loopback.json"))
+    result = launch("configs/cpu_2p_tf.yaml", "--dry-run", "--server-id", "127.0.0.2")
     assert result.returncode == 0, result.stderr
     assert "of 4 (2 server(s)); rank table" in result.stdout and sorted(dry_run_env(result.stdout)) == [0, 1]
 
@@ -141,12 +156,8 @@ def test_relative_paths_in_a_spec_resolve_against_its_folder(tmp_path: Path) -> 
     assert plan["rank_table"] == str(folder / "two.json") and plan["spec"]["output_dir"] == str(folder / "out")
 
 
-def test_single_card_dry_run_checks_the_data_files(monkeypatch: pytest.MonkeyPatch) -> None:
-    from launcher.cli import main
-    from tests.test_docs import run_in_process
-
-    monkeypatch.chdir(REPO)
-    result = run_in_process(main, ["configs/reference.yaml", "--dry-run", "--set", "data.path=/nonexistent/mnist"])
+def test_single_card_dry_run_checks_the_data_files() -> None:
+    result = launch("configs/reference.yaml", "--dry-run", "--set", "data.path=/nonexistent/mnist")
     assert result.returncode == 2
     assert result.stderr.startswith("error: data.path: /nonexistent/mnist is not a folder"), result.stderr
 
