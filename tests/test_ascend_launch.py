@@ -13,8 +13,9 @@ from typing import Dict
 import pytest
 
 from launcher.ascend import check_health, cpu_share
+from launcher.cli import main
 from launcher.errors import LaunchError
-from tests.jobutil import job_env, run_launcher
+from tests.jobutil import REPO
 
 SPEC = "configs/mnist_8p.yaml"
 DRY = ("--server-id", "10.0.0.1", "--dry-run")
@@ -26,6 +27,28 @@ printf '\\tHealth Status                  : %s\\n' "$status"
 """
 
 
+class Result:
+    def __init__(self, returncode: int, stdout: str, stderr: str):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+@pytest.fixture()
+def launch(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch):
+    """The launcher's main() in this process (a dry run starts nothing), with extra environment."""
+    monkeypatch.chdir(REPO)
+    monkeypatch.delenv("ASCEND_VISIBLE_DEVICES", raising=False)
+
+    def run(*args: str, env: Dict[str, str] = {}) -> Result:  # noqa: B006 (read only)
+        with monkeypatch.context() as m:
+            for key, value in env.items():
+                m.setenv(key, value)
+            code = main([SPEC, *args])
+        out = capsys.readouterr()
+        return Result(code, out.out, out.err)
+
+    return run
+
+
 def _table(tmp_path: Path, devices: list) -> Path:
     path = tmp_path / "hccl.json"
     path.write_text(json.dumps({"version": "1.0", "status": "completed", "server_list": [
@@ -34,13 +57,13 @@ def _table(tmp_path: Path, devices: list) -> Path:
     return path
 
 
-def test_dry_run_shows_physical_and_logical_ids(tmp_path: Path) -> None:
+def test_dry_run_shows_physical_and_logical_ids(tmp_path: Path, launch) -> None:
     table = _table(tmp_path, [4, 5, 7, 6])
     args = ("--rank-table", str(table), "--set", "devices.count=4", *DRY)
-    bare = run_launcher(SPEC, *args, timeout=120)
+    bare = launch(*args)
     assert bare.returncode == 0, bare.stderr
     assert "[rank 2] device: physical 7 (rank table), logical 7 (opened by npu_device; bare metal" in bare.stdout
-    boxed = run_launcher(SPEC, *args, env=job_env(ASCEND_VISIBLE_DEVICES="4,5,6,7"), timeout=120)
+    boxed = launch(*args, env={"ASCEND_VISIBLE_DEVICES": "4,5,6,7"})
     assert "[rank 2] device: physical 7 (rank table), logical 3 (opened by npu_device; container, " \
            "ASCEND_VISIBLE_DEVICES=4,5,6,7)" in boxed.stdout
     assert "[rank 2]   ASCEND_DEVICE_ID=3" in boxed.stdout and "[rank 2]   DEVICE_ID=3" in boxed.stdout
@@ -51,27 +74,25 @@ def test_dry_run_shows_physical_and_logical_ids(tmp_path: Path) -> None:
      "the rank table names device 7, but this container sees only ASCEND_VISIBLE_DEVICES=4,5,6"),
     (("recovery.precision=fp32",), {}, "recovery.precision: is fp32 but train.precision is mixed; on an NPU"),
 ])
-def test_refused_before_any_rank_starts(tmp_path: Path, sets: tuple, env: Dict[str, str], message: str) -> None:
+def test_refused_before_any_rank_starts(tmp_path: Path, launch, sets: tuple, env: Dict[str, str],
+                                        message: str) -> None:
     table = _table(tmp_path, [4, 5, 7, 6])
     extra = [a for s in sets for a in ("--set", s)]
-    result = run_launcher(SPEC, "--rank-table", str(table), "--set", "devices.count=4", *extra, *DRY,
-                          env=job_env(**env), timeout=120)
+    result = launch("--rank-table", str(table), "--set", "devices.count=4", *extra, *DRY, env=env)
     assert result.returncode == 2 and message in result.stderr, result.stderr
 
 
-def test_device_ids_above_7_refused_on_910a(tmp_path: Path) -> None:
+def test_device_ids_above_7_refused_on_910a(tmp_path: Path, launch) -> None:
     table = _table(tmp_path, [8, 9])
-    result = run_launcher(SPEC, "--rank-table", str(table), "--set", "devices.count=2", *DRY, timeout=120)
+    result = launch("--rank-table", str(table), "--set", "devices.count=2", *DRY)
     assert result.returncode == 2 and "HCCL accepts device ids 0..7 on an Ascend 910A" in result.stderr
-    ok = run_launcher(SPEC, "--rank-table", str(table), "--set", "devices.count=2", "--set", "npu.chip=910B",
-                      *DRY, timeout=120)
+    ok = launch("--rank-table", str(table), "--set", "devices.count=2", "--set", "npu.chip=910B", *DRY)
     assert ok.returncode == 0, ok.stderr
 
 
-def test_bind_cores_runs_each_rank_under_taskset(tmp_path: Path) -> None:
+def test_bind_cores_runs_each_rank_under_taskset(tmp_path: Path, launch) -> None:
     table = _table(tmp_path, [0, 1])
-    result = run_launcher(SPEC, "--rank-table", str(table), "--set", "devices.count=2", "--set",
-                          "npu.bind_cores=true", *DRY, timeout=120)
+    result = launch("--rank-table", str(table), "--set", "devices.count=2", "--set", "npu.bind_cores=true", *DRY)
     assert result.returncode == 0, result.stderr
     assert "taskset -c" in result.stdout.split("[rank 0] command: ")[1].splitlines()[0]
 

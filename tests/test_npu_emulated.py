@@ -91,6 +91,19 @@ def test_bfloat16_refused_on_a_910a_profile(emulated_npu: object, monkeypatch: p
     vae_loss(model, x, eps, compute_dtype(graph_precision("mixed", "npu")))  # now: float32 graph, CANN casts
 
 
+def test_spec_keys_reach_the_adapters_options(emulated_npu: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    from csgm.ascend import NpuOptions
+    from csgm.backends.npu import open_npu
+
+    monkeypatch.delenv("RANK_SIZE", raising=False)
+    open_npu("allow_mix_precision", NpuOptions(dump_path="/dump", dump_step="0|5", dump_mode="all",
+                                               exception_dump=True, profiling_options='{"output": "/prof"}'))
+    assert emulated_npu.global_options().as_dict() == {
+        "precision_mode": "allow_mix_precision", "enable_exception_dump": 1, "enable_dump": True,
+        "dump_path": "/dump", "dump_step": "0|5", "dump_mode": "all", "enable_profiling": True,
+        "profiling_options": '{"output": "/prof"}'}
+
+
 def _train(tmp_path: Path, name: str, devices: List[int], batch: int, precision: str,
            **env: str) -> Tuple[Path, str]:
     table = tmp_path / f"{name}.json"

@@ -2,8 +2,11 @@
 
 The adapter reads RANK_TABLE_FILE, RANK_ID and RANK_SIZE itself. If they are missing or do not
 match the rank table, its optimizer wrappers silently skip the allreduce and every rank trains
-alone; ``check_environment`` refuses to start instead. That check is pure and tested on CPU;
-the collectives themselves need Ascend hardware.
+alone; ``check_environment`` refuses to start instead, and makes HCCL's own device check
+(topoinfo_ranktableConcise.cc) before the adapter opens anything. That check is pure and tested on
+CPU; the collectives run in the tests against the emulated npu_device (docs/ascend.md) and for real
+only on Ascend hardware. all_reduce/broadcast signatures: Ascend/tensorflow tf_adapter_2.x/python/
+npu_device/distribute/hccl.py.
 """
 
 from __future__ import annotations
