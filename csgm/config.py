@@ -76,12 +76,12 @@ class RecoveryConfig:
     # Where the steps go (csgm.schedule): per-image decisions, so results do not depend on batching.
     # The defaults were chosen to give the full budget's error (docs/benchmarks.md); prune_after: 0
     # and stop_tol: 0 run every restart for all iters, as the reference.
-    prune_after: int = option(100, "steps every restart runs before pruning; then each doubling of the "
+    prune_after: int = option(50, "steps every restart runs before pruning; then each doubling of the "
                               "steps keeps the better half of an image's restarts by total loss; 0: never",
                               min=0)
     prune_keep: int = option(2, "restarts per image that pruning keeps to the end", min=1)
-    stop_window: int = option(100, "steps between an image's convergence checks", min=1)
-    stop_tol: float = option(1e-3, "an image stops once its best total loss improved by less than this "
+    stop_window: int = option(50, "steps between an image's convergence checks", min=1)
+    stop_tol: float = option(3e-3, "an image stops once its best total loss improved by less than this "
                              "fraction over the last stop_window steps; 0: never stop early", min=0.0)
 
     def check(self) -> Optional[Tuple[str, str, str]]:
