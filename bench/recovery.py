@@ -30,7 +30,7 @@ import numpy as np
 from bench.common import RESULTS, in_fresh_process, launch, save, table
 
 SPEC = "configs/mnist_1p.yaml"
-METHODS = ("vae", "vae_reg")
+METHODS = ["vae", "vae_reg"]
 FULL_BUDGET = {"recovery.prune_after": 0, "recovery.stop_tol": 0.0}
 
 
@@ -96,8 +96,10 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=100)
     parser.add_argument("--reference-images", type=int, default=20)
     parser.add_argument("--m", default="10,25,50,100,200,500")
+    parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--generator-epochs", type=int, default=100)
     args = parser.parse_args()
+    METHODS[:] = args.methods.split(",")
     ms = [int(v) for v in args.m.split(",")]
     work = RESULTS / "recovery_work"
     generator = work / "generator"
