@@ -123,8 +123,8 @@ def _unit_files(run: Path) -> Dict[str, float]:
 def test_killed_recovery_keeps_finished_units_and_completes_on_rerun(trained: Path, tmp_path: Path) -> None:
     run = tmp_path / "killed"
     shutil.copytree(trained / "checkpoints", run / "checkpoints")
-    args = sets(**TINY_TRAIN, **dict(RECOVERY, recovery__iters=400, recovery__stop_tol=0.0), output_dir=run,
-                stages="[recover]", devices__count=2)
+    long_units = dict(recovery__iters=400, recovery__stop_tol=0.0)  # no early stop: still running when killed
+    args = sets(**TINY_TRAIN, **dict(RECOVERY, **long_units), output_dir=run, stages="[recover]", devices__count=2)
     launcher = popen_launcher(SPEC, *args)
     try:
         deadline = time.monotonic() + 240
@@ -145,7 +145,7 @@ def test_killed_recovery_keeps_finished_units_and_completes_on_rerun(trained: Pa
     after = _unit_files(run)
     assert all(after[name] == mtime for name, mtime in kept.items()), "a finished unit was recomputed"
     reference = tmp_path / "uninterrupted"
-    _ok(_recover(trained, reference, 2, recovery__iters=400))
+    _ok(_recover(trained, reference, 2, **long_units))
     _assert_same_rows(_rows(run), _rows(reference))
 
 
