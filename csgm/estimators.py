@@ -4,6 +4,8 @@ CSGM runs all restarts of all images of a batch as one tensor inside one compile
 (restart, image) the loss is mean_j (y_j - (G(z) A)_j)^2 + w ||z||^2 and the optimiser sees the
 sum of those, so every restart follows exactly its own Adam trajectory whatever else is in the
 batch. Per image the restart with the lowest final total loss wins, as in the reference code.
+The loop runs in chunks between which ``csgm.schedule`` prunes restarts and retires converged
+images (per image, from its own losses); the full budget is the schedule that does neither.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Tuple
 import numpy as np
 import tensorflow as tf
 
+from csgm import schedule
 from csgm.model import VAE, compute_dtype
 from csgm.optim import adam_update
 
@@ -23,59 +26,65 @@ class CsgmSolver:
         self.model = model
         self.dtype = compute_dtype(precision)
         k = model.latent_dim
-        self._solve = tf.function(self._solve_graph, jit_compile=xla, input_signature=[
+        # One trace for every shape; with XLA one compilation per (restarts, images, m) met,
+        # which the schedule keeps to a few sizes.
+        self._advance = tf.function(self._advance_graph, jit_compile=xla, input_signature=[
             tf.TensorSpec([784, None], tf.float32),     # A
             tf.TensorSpec([None, None], tf.float32),    # y [B, m]
-            tf.TensorSpec([None, None, k], tf.float32),  # z0 [R, B, k]
+            tf.TensorSpec([None, None, k], tf.float32),  # z [R, B, k]
+            tf.TensorSpec([None, None, k], tf.float32),  # Adam's m
+            tf.TensorSpec([None, None, k], tf.float32),  # Adam's v
             tf.TensorSpec([], tf.float32),              # zprior weight
-            tf.TensorSpec([], tf.int32),                # iterations
+            tf.TensorSpec([], tf.int32),                # steps already taken
+            tf.TensorSpec([], tf.int32),                # steps to take
             tf.TensorSpec([], tf.float32),              # learning rate
-            tf.TensorSpec([], tf.float32),              # early-stop tolerance, 0: off
         ])
 
-    def _losses(self, a: tf.Tensor, y: tf.Tensor, z: tf.Tensor, weight: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
-        """Per (restart, image) total loss [R, B] and the generated images [R, B, 784]."""
+    def _losses(self, a: tf.Tensor, y: tf.Tensor, z: tf.Tensor, weight: tf.Tensor) -> tf.Tensor:
+        """Per (restart, image) total loss [R, B]."""
         r, b, k = tf.shape(z)[0], tf.shape(z)[1], tf.shape(z)[2]
         x = self.model.decode(tf.reshape(z, [r * b, k]), self.dtype)
         y_hat = tf.reshape(tf.matmul(x, a), [r, b, -1])
         m_loss = tf.reduce_mean(tf.square(y[None] - y_hat), axis=-1)
-        return m_loss + weight * tf.reduce_sum(tf.square(z), axis=-1), tf.reshape(x, [r, b, 784])
+        return m_loss + weight * tf.reduce_sum(tf.square(z), axis=-1)
 
-    def _solve_graph(self, a, y, z0, weight, iters, lr, tol):
-        def step(i, z, m, v, previous, _change):
+    def _advance_graph(self, a, y, z, m, v, weight, first, steps, lr):
+        def step(i, z, m, v):
             with tf.GradientTape() as tape:
                 tape.watch(z)
-                losses = self._losses(a, y, z, weight)[0]
-                total = tf.reduce_sum(losses)
+                total = tf.reduce_sum(self._losses(a, y, z, weight))
             grad = tape.gradient(total, z)
-            z, m, v = adam_update(z, grad, m, v, i + 1, lr)
-            # The largest relative change of any restart's loss: the early stop's criterion.
-            change = tf.reduce_max(tf.abs(losses - previous) / (tf.abs(previous) + 1e-12))
-            return i + 1, z, m, v, losses, change
+            z, m, v = adam_update(z, grad, m, v, first + i + 1, lr)
+            return i + 1, z, m, v
 
-        def going(i, *state):
-            return tf.logical_and(i < iters, tf.logical_or(tol <= 0.0, state[-1] >= tol))
+        _, z, m, v = tf.while_loop(lambda i, *_: i < steps, step, (tf.constant(0), z, m, v))
+        return z, m, v, self._losses(a, y, z, weight)
 
-        zeros = tf.zeros_like(z0)
-        start = (tf.constant(0), z0, zeros, zeros, tf.fill(tf.shape(z0)[:2], np.float32(1e30)),  # finite: no inf/inf
-                 tf.constant(np.inf, tf.float32))
-        _, z, _, _, _, _ = tf.while_loop(going, step, start)
-        losses, x = self._losses(a, y, z, weight)
-        best = tf.argmin(losses, axis=0, output_type=tf.int32)           # [B]
-        pick = tf.stack([best, tf.range(tf.shape(best)[0])], axis=1)
-        return tf.gather_nd(x, pick), tf.gather_nd(losses, pick)
+    def solve_scheduled(self, a: np.ndarray, y: np.ndarray, z0: np.ndarray, zprior_weight: float,
+                        learning_rate: float, plan: schedule.Schedule) -> Tuple[np.ndarray, schedule.Outcome]:
+        """x_hat [B, 784] of measurements y [B, m] = x A + noise from restarts z0 [R, B, k], and
+        the schedule's outcome (winning loss, steps per image, work done)."""
+        a_t = tf.constant(a)
+        weight, rate = tf.constant(zprior_weight, tf.float32), tf.constant(learning_rate, tf.float32)
+
+        def advance(state, per_image, first, steps):
+            z, m, v, losses = self._advance(a_t, tf.constant(per_image["y"]), tf.constant(state["z"]),
+                                            tf.constant(state["m"]), tf.constant(state["v"]), weight,
+                                            tf.constant(first, tf.int32), tf.constant(steps, tf.int32), rate)
+            return {"z": z.numpy(), "m": m.numpy(), "v": v.numpy()}, losses.numpy()
+
+        zeros = np.zeros_like(z0, np.float32)
+        outcome = schedule.run(plan, {"z": np.asarray(z0, np.float32), "m": zeros, "v": zeros},
+                               {"y": np.asarray(y, np.float32)}, advance)
+        x = self.model.decode(tf.constant(outcome.state["z"]), self.dtype).numpy()
+        return x, outcome
 
     def solve(self, a: np.ndarray, y: np.ndarray, z0: np.ndarray, zprior_weight: float, iters: int,
-              learning_rate: float, early_stop_tol: float = 0.0) -> Tuple[np.ndarray, np.ndarray]:
-        """x_hat [B, 784] and its total loss [B] for measurements y [B, m] = x A + noise.
-
-        With ``early_stop_tol`` > 0 the loop ends before ``iters`` once no restart's loss changed
-        by more than that fraction in one step. It stops the whole batch together, so results
-        then depend on which images share a batch: off by default."""
-        x, loss = self._solve(tf.constant(a), tf.constant(y), tf.constant(z0),
-                              tf.constant(zprior_weight, tf.float32), tf.constant(iters, tf.int32),
-                              tf.constant(learning_rate, tf.float32), tf.constant(early_stop_tol, tf.float32))
-        return x.numpy(), loss.numpy()
+              learning_rate: float) -> Tuple[np.ndarray, np.ndarray]:
+        """The full budget, as the reference: every restart runs ``iters`` steps and per image the
+        lowest final total loss wins. Returns x_hat [B, 784] and its total loss [B]."""
+        x, outcome = self.solve_scheduled(a, y, z0, zprior_weight, learning_rate, schedule.Schedule(iters))
+        return x, outcome.loss
 
 
 def lasso(a: np.ndarray, y: np.ndarray, alpha: float) -> np.ndarray:

@@ -47,11 +47,12 @@ class Unit:
         return measure.Experiment(self.measurement, self.m)
 
     def cost(self, spec: RecoveryConfig) -> float:
-        """Relative work, for balancing ranks: a CSGM unit runs restarts x iters generator passes."""
+        """Relative work, for balancing ranks: a CSGM unit's generator passes (restart-steps before
+        any early stop)."""
         n = self.stop - self.first
         if self.method == "lasso":
             return n * 40.0 * self.m / 100.0  # measured: a Lasso fit ~ 40 generator passes at m=100
-        return n * spec.restarts * spec.iters * 1.0
+        return n * spec.schedule().planned_restart_steps(spec.restarts) * 1.0
 
 
 def plan(spec: RecoveryConfig, n_available: int) -> List[Unit]:
@@ -121,17 +122,20 @@ class RecoveryRunner:
         began = time.perf_counter()
         if unit.method == "lasso":
             x_hat, losses = lasso(a, y, spec.lasso_alpha), [None] * len(index)
+            work = [{}] * len(index)
         else:
             assert self.solver is not None, "a CSGM unit needs the trained generator"
             z0 = measure.initial_latents(spec, exp, index, self.solver.model.latent_dim)
-            x_hat, loss_values = self.solver.solve(a, y, z0, ZPRIOR[unit.method](spec), spec.iters,
-                                                   spec.learning_rate, spec.early_stop_tol)
-            losses = [float(v) for v in loss_values]
+            x_hat, outcome = self.solver.solve_scheduled(a, y, z0, ZPRIOR[unit.method](spec),
+                                                         spec.learning_rate, spec.schedule())
+            losses = [float(v) for v in outcome.loss]
+            work = [{"steps": int(s), "restart_steps": int(r)}
+                    for s, r in zip(outcome.steps, outcome.restart_steps)]
         seconds = time.perf_counter() - began
         mse = np.mean((x_hat - x) ** 2, axis=1)
         rows = [{"measurement": unit.measurement, "m": unit.m, "noise_std": spec.noise_std,
-                 "method": unit.method, "image": int(i), "mse": float(e), "loss": loss}
-                for i, e, loss in zip(index, mse, losses)]
+                 "method": unit.method, "image": int(i), "mse": float(e), "loss": loss, **spent}
+                for i, e, loss, spent in zip(index, mse, losses, work)]
         self.store.save(unit, rows, x_hat, seconds, self.rank)
 
     def run(self, units: Sequence[Unit], progress: Callable[[int, int, str], None]) -> int:

@@ -27,8 +27,11 @@ from tests.jobutil import (
 SPEC = "configs/smoke.yaml"
 TINY_TRAIN = dict(data__train_limit=800, train__log_every=4, devices__threads=1)
 # Enough units to split three ways and to be caught mid-way: 2 m x 3 methods x 4 batches = 24.
+# The schedule prunes (3 -> 2 -> 1 restarts at steps 10, 20) and stops images, so the rank tests
+# cover its decisions too.
 RECOVERY = dict(recovery__images=16, recovery__batch_size=4, recovery__m="[25,100]", recovery__restarts=3,
-                recovery__iters=40)
+                recovery__iters=40, recovery__prune_after=10, recovery__prune_keep=1, recovery__stop_window=10,
+                recovery__stop_tol=0.01)
 
 
 def _ok(result) -> None:
@@ -131,8 +134,8 @@ def _unit_files(run: Path) -> Dict[str, float]:
 def test_killed_recovery_keeps_finished_units_and_completes_on_rerun(trained: Path, tmp_path: Path) -> None:
     run = tmp_path / "killed"
     shutil.copytree(trained / "checkpoints", run / "checkpoints")
-    args = sets(**TINY_TRAIN, **dict(RECOVERY, recovery__iters=400), output_dir=run, stages="[recover]",
-                devices__count=2)
+    long_units = dict(recovery__iters=400, recovery__stop_tol=0.0)  # no early stop: still running when killed
+    args = sets(**TINY_TRAIN, **dict(RECOVERY, **long_units), output_dir=run, stages="[recover]", devices__count=2)
     launcher = popen_launcher(SPEC, *args)
     try:
         deadline = time.monotonic() + 240
@@ -153,7 +156,7 @@ def test_killed_recovery_keeps_finished_units_and_completes_on_rerun(trained: Pa
     after = _unit_files(run)
     assert all(after[name] == mtime for name, mtime in kept.items()), "a finished unit was recomputed"
     reference = tmp_path / "uninterrupted"
-    _ok(_recover(trained, reference, 2, recovery__iters=400))
+    _ok(_recover(trained, reference, 2, **long_units))
     _assert_same_rows(_rows(run), _rows(reference))
 
 

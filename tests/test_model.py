@@ -13,6 +13,7 @@ import pytest
 import tensorflow as tf
 
 from csgm.estimators import CsgmSolver, lasso
+from csgm.schedule import Schedule
 from csgm.measure import Experiment, initial_latents, matrix, noise
 from csgm.model import VAE, compute_dtype, vae_loss
 from csgm.optim import BETA1, BETA2, EPSILON, Adam, adam_update
@@ -381,15 +382,22 @@ def test_lasso_clips_to_unit_interval() -> None:
     np.testing.assert_allclose(raw[0, 4:8], 0.5, atol=0.05)
 
 
-def test_early_stop_ends_the_loop_once_losses_settle(small_vae: VAE, solver: CsgmSolver) -> None:
-    """A tolerance no step can satisfy changes nothing; one every step satisfies stops after one step."""
-    rng = np.random.default_rng(7)
-    a = rng.standard_normal((784, 30)).astype(np.float32)
-    y = rng.standard_normal((2, 30)).astype(np.float32)
-    z0 = rng.standard_normal((3, 2, small_vae.latent_dim)).astype(np.float32)
-    full, _ = solver.solve(a, y, z0, 0.1, 50, 0.05)
-    never, _ = solver.solve(a, y, z0, 0.1, 50, 0.05, early_stop_tol=1e-30)
-    np.testing.assert_allclose(never, full, rtol=1e-5, atol=1e-6)
-    one_step, _ = solver.solve(a, y, z0, 0.1, 1, 0.05)
-    at_once, _ = solver.solve(a, y, z0, 0.1, 50, 0.05, early_stop_tol=1e30)
-    np.testing.assert_allclose(at_once, one_step, rtol=1e-5, atol=1e-6)
+def test_scheduled_solve_prunes_and_stops_per_image(small_vae: VAE, solver: CsgmSolver) -> None:
+    """Pruning and stopping: the same images give the same result alone as in a batch, the winner is
+    the best kept restart, and finished images cost fewer steps than the budget."""
+    spec, exp, a, y = _problem(5, restarts=4)
+    plan = Schedule(120, prune_after=20, prune_keep=1, stop_window=20, stop_tol=1e-2)
+    index = np.arange(5)
+    z0 = initial_latents(spec, exp, index, K)
+    x_all, out = solver.solve_scheduled(a, y, z0, 0.1, 0.05, plan)
+    x_two, two = solver.solve_scheduled(a, y[[3, 1]], z0[:, [3, 1]], 0.1, 0.05, plan)
+    np.testing.assert_allclose(x_two, x_all[[3, 1]], atol=1e-4)
+    np.testing.assert_array_equal(two.steps, out.steps[[3, 1]])
+    assert (out.restart_steps < 4 * 120).all() and out.steps.min() < 120
+    np.testing.assert_allclose(out.loss, _loss_of(small_vae, a, y, out.state["z"], 0.1), rtol=1e-4)
+    np.testing.assert_allclose(x_all, small_vae.decode(tf.constant(out.state["z"])).numpy(), atol=1e-6)
+
+
+def _loss_of(model: VAE, a: np.ndarray, y: np.ndarray, z: np.ndarray, weight: float) -> np.ndarray:
+    x = model.decode(tf.constant(z)).numpy().astype(np.float64)
+    return np.mean((y - x @ a) ** 2, axis=-1) + weight * np.sum(z.astype(np.float64) ** 2, axis=-1)
