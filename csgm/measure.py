@@ -18,6 +18,7 @@ from csgm.config import RecoveryConfig
 
 SIDE = 28
 PIXELS = SIDE * SIDE
+ROW_NORM = float(SIDE)  # sqrt(784): the norm the reference gives every row of A
 KINDS = ("gaussian", "superres", "inpaint", "project")
 _NOISE, _RESTARTS, _MATRIX = 1, 2, 3  # stream ids: each kind of randomness its own stream
 
@@ -60,6 +61,10 @@ def inpaint_mask(size: int) -> np.ndarray:
 
 
 def matrix(spec: RecoveryConfig, exp: Experiment) -> np.ndarray:
+    """A [784, m]. Every column (a row of the reference's A) of superres, inpaint and project has
+    norm sqrt(784) = 28, the expected norm of an unscaled Gaussian one, as ``get_A_superres`` and
+    ``get_A_inpaint`` (project: inpaint of size 0) scale them in AshishBora/csgm ``src/utils.py``:
+    so every operator sees the same signal-to-noise against ``noise_std``."""
     if exp.measurement == "gaussian":
         a = _rng(spec, exp, _MATRIX).standard_normal((PIXELS, exp.m))
         if spec.gaussian_scale == "paper":
@@ -69,11 +74,11 @@ def matrix(spec: RecoveryConfig, exp: Experiment) -> np.ndarray:
         rows, cols = np.divmod(np.arange(PIXELS), SIDE)
         block = (rows // f) * (SIDE // f) + cols // f
         a = np.zeros((PIXELS, exp.m))
-        a[np.arange(PIXELS), block] = 1.0 / (f * f)  # each measurement: one block's mean
+        a[np.arange(PIXELS), block] = ROW_NORM / f  # f*f entries: each measurement 28 f x block mean
     elif exp.measurement == "inpaint":
-        a = np.eye(PIXELS)[:, inpaint_mask(spec.inpaint_size)]
+        a = ROW_NORM * np.eye(PIXELS)[:, inpaint_mask(spec.inpaint_size)]
     else:
-        a = np.eye(PIXELS)
+        a = ROW_NORM * np.eye(PIXELS)
     return a.astype(np.float32)
 
 
