@@ -23,6 +23,10 @@ class DataConfig:
     path: Optional[str] = option(None, "folder with train-/t10k- images and labels (data.source: idx)")
     heldout: int = option(1000, "held-out images (never trained on) for the autoencoding error and "
                           "recovery; sample: split off the 5,000, idx: the first of t10k", min=1)
+    validation: int = option(0, "validation images (never trained on, never recovered) that choose the "
+                             "epoch whose weights recovery uses; sample: the next N of the fixed order "
+                             "after the held-out ones, idx: the t10k images after the held-out ones; "
+                             "0: the last epoch is used", min=0)
     train_limit: Optional[int] = option(None, "train on only the first N training images", min=1)
 
     def check(self) -> Optional[Tuple[str, str, str]]:

@@ -135,6 +135,13 @@ def _fmt(value: Any, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
 
 
+def _selection(train: Dict[str, Any]) -> str:
+    if train.get("selected_epoch") is None:
+        return "the last (no validation split)"
+    return (f"{train['selected_epoch']}, chosen on {train.get('validation_images')} validation images "
+            f"(their autoencoding error {_fmt(train.get('validation_recon_mse'), '.5f')})")
+
+
 def _markdown(report: Dict[str, Any], has_plot: bool, matrices: Sequence[Tuple[str, str, List[str]]]) -> str:
     train = report["train"]
     lines = [f"# CSGM report: {report['job']}", "",
@@ -144,8 +151,12 @@ def _markdown(report: Dict[str, Any], has_plot: bool, matrices: Sequence[Tuple[s
              f"| steps | {train.get('steps', 'n/a')} |",
              f"| examples/s | {_fmt(train.get('examples_per_sec'), '.0f')} |",
              f"| held-out autoencoding error (per-pixel MSE) | {_fmt(train.get('heldout_recon_mse'), '.5f')} |",
+             f"| epoch used for recovery | {_selection(train)} |",
              "", "The autoencoding error is the VAE's own error (encode, sample, decode) on held-out "
              "images never trained on; it is not a compressed-sensing result.", "",
+             "Which data chose what: the training images fit the weights; the validation images (if "
+             "any) chose the epoch; the held-out images, never used for either, give the autoencoding "
+             "error and are the images recovered below.", "",
              "## Recovery", "",
              "| measurement | m | noise std | method | images | MSE | SEM | images/s |",
              "|---|---|---|---|---|---|---|---|"]

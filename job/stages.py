@@ -25,7 +25,7 @@ from csgm.estimators import CsgmSolver
 from csgm.model import VAE, use_xla
 from csgm.recovery import RecoveryRunner, UnitStore, plan, shard
 from csgm.report import MissingUnits, write_report
-from csgm.train import Trainer, checkpoint_id
+from csgm.train import BEST_FOLDER, Trainer, checkpoint_id
 from job.backend import make_backend
 from job.spec import JobSpec, spec_digest
 
@@ -36,16 +36,20 @@ Generator = Tuple[VAE, str]  # the model and the id of its weights (csgm.train.c
 
 
 def load_generator(run_dir: Path) -> Generator:
-    """The VAE of the latest checkpoint, shaped as the checkpoint says, and its id."""
-    probe = CheckpointStore(Path(run_dir) / "checkpoints")
-    latest = probe.latest()
+    """The VAE chosen on the validation images (``best/``) if there is one, else of the latest
+    checkpoint, shaped as the checkpoint says, and its id."""
+    folder = Path(run_dir) / BEST_FOLDER
+    latest = CheckpointStore(folder).latest()
+    if latest is None:
+        folder = Path(run_dir) / "checkpoints"
+        latest = CheckpointStore(folder).latest()
     if latest is None:
         raise CheckpointError(f"{run_dir / 'checkpoints'}: no finished checkpoint to recover with. "
                               "Run the train stage first (stages: [train, recover])")
     path, meta = latest
     shape = meta.get("model") or {}
     model = VAE(int(shape.get("latent_dim", 20)), int(shape.get("hidden", 500)))
-    CheckpointStore(Path(run_dir) / "checkpoints", model=model).restore(path, partial=True)
+    CheckpointStore(folder, model=model).restore(path, partial=True)
     return model, checkpoint_id(int(meta["epoch"]), int(meta.get("step", 0)))
 
 
