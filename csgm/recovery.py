@@ -15,12 +15,13 @@ import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from csgm import measure
 from csgm.data import Dataset
+from csgm import baselines, sparse_gen
 from csgm.estimators import CsgmSolver, lasso
 from common.files import atomic_write_bytes, atomic_write_json
 from common.schema import SpecError
@@ -28,6 +29,12 @@ from csgm.config import RecoveryConfig
 
 log = logging.getLogger(__name__)
 ZPRIOR = {"vae": lambda spec: 0.0, "vae_reg": lambda spec: spec.zprior_weight}
+# Estimators that need no generator: (a, y, spec) -> x_hat.
+BASELINES = {
+    "lasso": lambda a, y, spec: lasso(a, y, spec.lasso_alpha),
+    "lasso_dct": lambda a, y, spec: baselines.lasso_dct(a, y, spec.lasso_alpha),
+    "omp": lambda a, y, spec: baselines.omp(a, y, spec.omp_k),
+}
 
 
 @dataclass(frozen=True)
@@ -49,8 +56,10 @@ class Unit:
     def cost(self, spec: RecoveryConfig) -> float:
         """Relative work, for balancing ranks: a CSGM unit runs restarts x iters generator passes."""
         n = self.stop - self.first
-        if self.method == "lasso":
+        if self.method in BASELINES:
             return n * 40.0 * self.m / 100.0  # measured: a Lasso fit ~ 40 generator passes at m=100
+        if self.method == "sparse_gen":
+            return n * spec.restarts * sparse_gen.settings_for(self.m).iters * 1.5  # nu's clip: a 2nd pass
         return n * spec.restarts * spec.iters * 1.0
 
 
@@ -109,6 +118,7 @@ class RecoveryRunner:
                  rank: int = 0):
         self.spec, self.data, self.solver, self.store, self.rank = spec, data, solver, store, rank
         self._matrices: Dict[measure.Experiment, np.ndarray] = {}
+        self._sparse: Optional[sparse_gen.SparseGenSolver] = None
 
     def run_unit(self, unit: Unit) -> None:
         spec, exp = self.spec, unit.experiment
@@ -119,13 +129,12 @@ class RecoveryRunner:
         x = Dataset.as_float(self.data.heldout[index])
         y = x @ a + measure.noise(spec, exp, index)
         began = time.perf_counter()
-        if unit.method == "lasso":
-            x_hat, losses = lasso(a, y, spec.lasso_alpha), [None] * len(index)
+        if unit.method in BASELINES:
+            x_hat, losses = BASELINES[unit.method](a, y, spec), [None] * len(index)
         else:
             assert self.solver is not None, "a CSGM unit needs the trained generator"
             z0 = measure.initial_latents(spec, exp, index, self.solver.model.latent_dim)
-            x_hat, loss_values = self.solver.solve(a, y, z0, ZPRIOR[unit.method](spec), spec.iters,
-                                                   spec.learning_rate, spec.early_stop_tol)
+            x_hat, loss_values = self._generative(unit, a, y, z0)
             losses = [float(v) for v in loss_values]
         seconds = time.perf_counter() - began
         mse = np.mean((x_hat - x) ** 2, axis=1)
@@ -133,6 +142,20 @@ class RecoveryRunner:
                  "method": unit.method, "image": int(i), "mse": float(e), "loss": loss}
                 for i, e, loss in zip(index, mse, losses)]
         self.store.save(unit, rows, x_hat, seconds, self.rank)
+
+    def _generative(self, unit: Unit, a: np.ndarray, y: np.ndarray, z0: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        spec, solver = self.spec, self.solver
+        assert solver is not None
+        if unit.method in ZPRIOR:
+            return solver.solve(a, y, z0, ZPRIOR[unit.method](spec), spec.iters, spec.learning_rate,
+                                spec.early_stop_tol)
+        if self._sparse is None:
+            self._sparse = sparse_gen.SparseGenSolver(solver.model, spec.precision)
+        if unit.method == "vae_reg_l1":  # the reference's mloss1_weight: L1 measurement loss, z alone
+            return self._sparse.solve(a, y, z0, 0.0, spec.zprior_weight, spec.iters, spec.learning_rate,
+                                      mloss1_weight=1.0, mloss2_weight=0.0)
+        s = sparse_gen.settings_for(unit.m)
+        return self._sparse.solve(a, y, z0, s.weight, s.zprior_weight, s.iters, spec.learning_rate)
 
     def run(self, units: Sequence[Unit], progress: Callable[[int, int, str], None]) -> int:
         """Compute the units not already saved; returns how many were computed."""

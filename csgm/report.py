@@ -77,7 +77,8 @@ def _plot_error_vs_m(summary: Sequence[dict], path: Path) -> bool:
     if not gaussian:
         return False
     fig, ax = plt.subplots(figsize=(6, 4))
-    labels = {"vae": "VAE", "vae_reg": "VAE+Reg", "lasso": "Lasso"}
+    labels = {"vae": "VAE", "vae_reg": "VAE+Reg", "vae_reg_l1": "VAE+Reg, L1 loss", "sparse_gen": "Sparse-Gen",
+              "lasso": "Lasso", "lasso_dct": "Lasso (DCT)", "omp": "OMP"}
     for method in sorted({r["method"] for r in gaussian}):
         pts = sorted((r["m"], r["mse_mean"], 1.96 * r["mse_sem"]) for r in gaussian if r["method"] == method)
         ms, means, bars = zip(*pts)

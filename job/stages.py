@@ -23,7 +23,7 @@ from csgm.config import RecoveryConfig
 from csgm.data import DataError, Dataset, load_dataset
 from csgm.estimators import CsgmSolver
 from csgm.model import VAE, use_xla
-from csgm.recovery import RecoveryRunner, UnitStore, plan, shard
+from csgm.recovery import BASELINES, RecoveryRunner, UnitStore, plan, shard
 from csgm.report import MissingUnits, write_report
 from csgm.train import BEST_FOLDER, Trainer, checkpoint_id
 from job.backend import make_backend
@@ -76,7 +76,7 @@ def recover_stage(spec: JobSpec, data: Dataset, backend: Backend, trained: Optio
     """
     rec = spec.recovery
     generator: Optional[Generator] = None
-    if any(m != "lasso" for m in rec.methods):
+    if any(m not in BASELINES for m in rec.methods):
         generator = trained or load_generator(spec.run_dir)
     checkpoint = generator[1] if generator else "none"
     store = UnitStore(spec.run_dir / "recovery" / "units",
