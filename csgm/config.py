@@ -55,6 +55,9 @@ class TrainConfig:
 @dataclass(frozen=True)
 class RecoveryConfig:
     images: int = option(300, "test images to recover (the first N held-out images)", min=1)
+    input: str = option("heldout", "what is recovered: 'heldout' digits, or 'generator': images G(z), z ~ N(0, I) "
+                        "seeded per image (the reference's gen-span input, the paper's 'from generator' curve)",
+                        choices=("heldout", "generator"))
     batch_size: int = option(50, "images optimised together", min=1)
     measurement: Tuple[str, ...] = option(
         ["gaussian"], "measurement types: gaussian, superres, inpaint, project",

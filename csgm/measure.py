@@ -20,7 +20,7 @@ SIDE = 28
 PIXELS = SIDE * SIDE
 ROW_NORM = float(SIDE)  # sqrt(784): the norm the reference gives every row of A
 KINDS = ("gaussian", "superres", "inpaint", "project")
-_NOISE, _RESTARTS, _MATRIX = 1, 2, 3  # stream ids: each kind of randomness its own stream
+_NOISE, _RESTARTS, _MATRIX, _INPUT = 1, 2, 3, 4  # stream ids: each kind of randomness its own stream
 
 
 @dataclass(frozen=True)
@@ -93,3 +93,11 @@ def initial_latents(spec: RecoveryConfig, exp: Experiment, images: np.ndarray, l
     per_image = [_rng(spec, exp, int(i), _RESTARTS).standard_normal((spec.restarts, latent_dim))
                  for i in images]
     return np.stack(per_image, axis=1).astype(np.float32)
+
+
+def input_latents(spec: RecoveryConfig, images: np.ndarray, latent_dim: int) -> np.ndarray:
+    """[len(images), latent_dim] latents of the images drawn from the generator (input 'generator'):
+    one seeded draw per image index, the same for every experiment so every m sees the same images."""
+    return np.stack([np.random.default_rng([spec.seed, _INPUT, int(i)]).standard_normal(latent_dim)
+                     for i in images]).astype(np.float32)
+

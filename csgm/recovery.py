@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+import tensorflow as tf
 
 from csgm import measure
 from csgm.data import Dataset
@@ -64,7 +65,7 @@ class Unit:
 
 
 def plan(spec: RecoveryConfig, n_available: int) -> List[Unit]:
-    if spec.images > n_available:
+    if spec.input == "heldout" and spec.images > n_available:
         raise SpecError("job spec", "recovery.images", f"{spec.images} but only {n_available} held-out "
                         "images exist", "Lower recovery.images or raise data.heldout")
     return [Unit(exp.measurement, exp.m, method, first, min(first + spec.batch_size, spec.images))
@@ -126,7 +127,7 @@ class RecoveryRunner:
             self._matrices[exp] = measure.matrix(spec, exp)
         a = self._matrices[exp]
         index = np.arange(unit.first, unit.stop)
-        x = Dataset.as_float(self.data.heldout[index])
+        x = self.originals(index)
         y = x @ a + measure.noise(spec, exp, index)
         began = time.perf_counter()
         if unit.method in BASELINES:
@@ -142,6 +143,14 @@ class RecoveryRunner:
                  "method": unit.method, "image": int(i), "mse": float(e), "loss": loss}
                 for i, e, loss in zip(index, mse, losses)]
         self.store.save(unit, rows, x_hat, seconds, self.rank)
+
+    def originals(self, index: np.ndarray) -> np.ndarray:
+        """The images recovered: held-out digits, or (input 'generator') images the generator draws."""
+        if self.spec.input == "heldout":
+            return Dataset.as_float(self.data.heldout[index])
+        assert self.solver is not None, "input 'generator' needs the trained generator"
+        model = self.solver.model
+        return model.decode(tf.constant(measure.input_latents(self.spec, index, model.latent_dim))).numpy()
 
     def _generative(self, unit: Unit, a: np.ndarray, y: np.ndarray, z0: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         spec, solver = self.spec, self.solver

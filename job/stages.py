@@ -14,6 +14,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple
 
+import numpy as np
+
 from common.exits import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 from common.files import atomic_write_json
 from common.schema import SpecError, to_data
@@ -76,7 +78,7 @@ def recover_stage(spec: JobSpec, data: Dataset, backend: Backend, trained: Optio
     """
     rec = spec.recovery
     generator: Optional[Generator] = None
-    if any(m not in BASELINES for m in rec.methods):
+    if rec.input == "generator" or any(m not in BASELINES for m in rec.methods):
         generator = trained or load_generator(spec.run_dir)
     checkpoint = generator[1] if generator else "none"
     store = UnitStore(spec.run_dir / "recovery" / "units",
@@ -93,10 +95,11 @@ def recover_stage(spec: JobSpec, data: Dataset, backend: Backend, trained: Optio
                  done, total, unit_id, elapsed, elapsed / done * (total - done))
 
     log.info("recovery: %d units in all, %d on this rank (generator %s)", len(units), len(mine), checkpoint)
-    RecoveryRunner(rec, data, solver, store, backend.rank).run(mine, progress)
+    runner = RecoveryRunner(rec, data, solver, store, backend.rank)
+    runner.run(mine, progress)
     if all(store.load(u) is not None for u in units):
         report = write_report(spec.run_dir, spec.name, _read_json(spec.run_dir / "train_metrics.json"),
-                              store, units, Dataset.as_float(data.heldout[:rec.batch_size]))
+                              store, units, runner.originals(np.arange(min(rec.batch_size, rec.images))))
         log.info("report: %s (%d recovery rows)", spec.run_dir / "report.md", len(report["recovery"]))
     else:
         log.info("recovery: this rank's units are done; another rank will write the report")

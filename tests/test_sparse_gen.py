@@ -97,3 +97,17 @@ def test_omp_recovers_a_sparse_image_exactly() -> None:
     x_hat = baselines.omp(a, x @ a, k=8)
     np.testing.assert_allclose(x_hat, x, atol=1e-4)
     assert baselines.omp(a, x @ a, k=80).shape == (2, 784)   # k above m: at most m non-zeros
+
+
+def test_generator_input_images_are_seeded_per_image(small_vae: VAE) -> None:
+    """input 'generator': image i is G(z_i) with z_i a pure function of (seed, i), for every m."""
+    from csgm.measure import input_latents
+    from csgm.recovery import RecoveryRunner
+
+    spec = RecoveryConfig(input="generator", seed=4)
+    runner = RecoveryRunner(spec, data=None, solver=CsgmSolver(small_vae), store=None)
+    first, again = runner.originals(np.arange(5)), runner.originals(np.arange(3, 5))
+    np.testing.assert_allclose(again, first[3:], atol=1e-6)
+    z = input_latents(spec, np.arange(5), K)
+    np.testing.assert_allclose(first, small_vae.decode(tf.constant(z)).numpy(), atol=1e-6)
+    assert not np.allclose(input_latents(RecoveryConfig(input="generator", seed=5), np.arange(5), K), z)
