@@ -67,7 +67,7 @@ def summarize(rows: Sequence[dict], units: Sequence[Unit], seconds: Dict[str, fl
     return out
 
 
-def _plot_error_vs_m(summary: Sequence[dict], path: Path) -> bool:
+def plot_error_vs_m(summary: Sequence[dict], path: Path, title: str = "Gaussian measurements, 95% error bars") -> bool:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -84,8 +84,9 @@ def _plot_error_vs_m(summary: Sequence[dict], path: Path) -> bool:
         ms, means, bars = zip(*pts)
         ax.errorbar(ms, means, yerr=bars, marker="o", capsize=3, label=labels.get(method, method))
     ax.set_xlabel("number of measurements m")
+    ax.set_yscale("log")
     ax.set_ylabel("per-pixel reconstruction error (MSE)")
-    ax.set_title("Gaussian measurements, 95% error bars")
+    ax.set_title(title, fontsize=9)
     ax.legend()
     ax.grid(alpha=0.3)
     buffer = io.BytesIO()
@@ -125,7 +126,7 @@ def write_report(run_dir: Path, job_name: str, train: Dict[str, Any], store: Uni
                       "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
     report = {"job": job_name, "train": train, "recovery": summary}
     figures = run_dir / "figures"
-    has_plot = _plot_error_vs_m(summary, figures / "error_vs_m.png")
+    has_plot = plot_error_vs_m(summary, figures / "error_vs_m.png")
     matrices = _image_matrices(units, pixels, originals, figures)
     atomic_write_json(run_dir / "report.json", report)
     atomic_write_text(run_dir / "report.md", _markdown(report, has_plot, matrices))
