@@ -41,7 +41,9 @@ def train_generator(folder: Path, epochs: int) -> None:
 
 def run_side(generator: Path, folder: Path, images: int, iters: int, ranks: int, threads: int) -> Dict[str, Any]:
     shutil.rmtree(folder, ignore_errors=True)
-    shutil.copytree(generator / "checkpoints", folder / "checkpoints")
+    for part in ("checkpoints", "best"):  # best/: the epoch chosen on validation, which recovery uses
+        if (generator / part).is_dir():
+            shutil.copytree(generator / part, folder / part)
     launch(SPEC, dict(recovery_sets(images, iters), output_dir=folder, **{"devices.count": ranks,
                                                                           "devices.threads": threads}))
     busy: Dict[int, float] = defaultdict(float)

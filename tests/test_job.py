@@ -88,10 +88,17 @@ def test_resume_ends_with_the_weights_of_an_uninterrupted_run(tmp_path: Path) ->
     assert max(relative_difference(a[k], b[k]) for k in a) < 1e-6
 
 
+def _copy_generator(source: Path, dest: Path) -> None:
+    """A trained run's checkpoints and the weights chosen on validation (best/), which recovery uses."""
+    for folder in ("checkpoints", "best"):
+        if (source / folder).is_dir():
+            shutil.copytree(source / folder, dest / folder)
+
+
 def _recover(source: Path, dest: Path, ranks: int, **extra: object) -> object:
-    """A recovery-only job on ``ranks`` ranks from a copy of a trained run's checkpoints."""
+    """A recovery-only job on ``ranks`` ranks from a copy of a trained run's generator."""
     if not dest.exists():
-        shutil.copytree(source / "checkpoints", dest / "checkpoints")
+        _copy_generator(source, dest)
     return run_launcher(SPEC, *sets(**TINY_TRAIN, **dict(RECOVERY, **extra), output_dir=dest,
                                     stages="[recover]", devices__count=ranks))
 
@@ -126,7 +133,7 @@ def _unit_files(run: Path) -> Dict[str, float]:
 
 def test_killed_recovery_keeps_finished_units_and_completes_on_rerun(trained: Path, tmp_path: Path) -> None:
     run = tmp_path / "killed"
-    shutil.copytree(trained / "checkpoints", run / "checkpoints")
+    _copy_generator(trained, run)
     args = sets(**TINY_TRAIN, **dict(RECOVERY, recovery__iters=400), output_dir=run, stages="[recover]",
                 devices__count=2)
     launcher = popen_launcher(SPEC, *args)
