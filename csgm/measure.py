@@ -18,8 +18,9 @@ from csgm.config import RecoveryConfig
 
 SIDE = 28
 PIXELS = SIDE * SIDE
+ROW_NORM = float(SIDE)  # sqrt(784): the norm the reference gives every row of A
 KINDS = ("gaussian", "superres", "inpaint", "project")
-_NOISE, _RESTARTS, _MATRIX = 1, 2, 3  # stream ids: each kind of randomness its own stream
+_NOISE, _RESTARTS, _MATRIX, _INPUT = 1, 2, 3, 4  # stream ids: each kind of randomness its own stream
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,10 @@ def inpaint_mask(size: int) -> np.ndarray:
 
 
 def matrix(spec: RecoveryConfig, exp: Experiment) -> np.ndarray:
+    """A [784, m]. Every column (a row of the reference's A) of superres, inpaint and project has
+    norm sqrt(784) = 28, the expected norm of an unscaled Gaussian one, as ``get_A_superres`` and
+    ``get_A_inpaint`` (project: inpaint of size 0) scale them in AshishBora/csgm ``src/utils.py``:
+    so every operator sees the same signal-to-noise against ``noise_std``."""
     if exp.measurement == "gaussian":
         a = _rng(spec, exp, _MATRIX).standard_normal((PIXELS, exp.m))
         if spec.gaussian_scale == "paper":
@@ -69,11 +74,11 @@ def matrix(spec: RecoveryConfig, exp: Experiment) -> np.ndarray:
         rows, cols = np.divmod(np.arange(PIXELS), SIDE)
         block = (rows // f) * (SIDE // f) + cols // f
         a = np.zeros((PIXELS, exp.m))
-        a[np.arange(PIXELS), block] = 1.0 / (f * f)  # each measurement: one block's mean
+        a[np.arange(PIXELS), block] = ROW_NORM / f  # f*f entries: each measurement 28 f x block mean
     elif exp.measurement == "inpaint":
-        a = np.eye(PIXELS)[:, inpaint_mask(spec.inpaint_size)]
+        a = ROW_NORM * np.eye(PIXELS)[:, inpaint_mask(spec.inpaint_size)]
     else:
-        a = np.eye(PIXELS)
+        a = ROW_NORM * np.eye(PIXELS)
     return a.astype(np.float32)
 
 
@@ -88,3 +93,11 @@ def initial_latents(spec: RecoveryConfig, exp: Experiment, images: np.ndarray, l
     per_image = [_rng(spec, exp, int(i), _RESTARTS).standard_normal((spec.restarts, latent_dim))
                  for i in images]
     return np.stack(per_image, axis=1).astype(np.float32)
+
+
+def input_latents(spec: RecoveryConfig, images: np.ndarray, latent_dim: int) -> np.ndarray:
+    """[len(images), latent_dim] latents of the images drawn from the generator (input 'generator'):
+    one seeded draw per image index, the same for every experiment so every m sees the same images."""
+    return np.stack([np.random.default_rng([spec.seed, _INPUT, int(i)]).standard_normal(latent_dim)
+                     for i in images]).astype(np.float32)
+

@@ -15,12 +15,14 @@ import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+import tensorflow as tf
 
 from csgm import measure
 from csgm.data import Dataset
+from csgm import baselines, sparse_gen
 from csgm.estimators import CsgmSolver, lasso
 from common.files import atomic_write_bytes, atomic_write_json
 from common.schema import SpecError
@@ -28,6 +30,12 @@ from csgm.config import RecoveryConfig
 
 log = logging.getLogger(__name__)
 ZPRIOR = {"vae": lambda spec: 0.0, "vae_reg": lambda spec: spec.zprior_weight}
+# Estimators that need no generator: (a, y, spec) -> x_hat.
+BASELINES = {
+    "lasso": lambda a, y, spec: lasso(a, y, spec.lasso_alpha),
+    "lasso_dct": lambda a, y, spec: baselines.lasso_dct(a, y, spec.lasso_alpha),
+    "omp": lambda a, y, spec: baselines.omp(a, y, spec.omp_k),
+}
 
 
 @dataclass(frozen=True)
@@ -50,13 +58,17 @@ class Unit:
         """Relative work, for balancing ranks: a CSGM unit's generator passes (restart-steps before
         any early stop)."""
         n = self.stop - self.first
-        if self.method == "lasso":
+        if self.method in BASELINES:
             return n * 40.0 * self.m / 100.0  # measured: a Lasso fit ~ 40 generator passes at m=100
+        if self.method == "sparse_gen":
+            return n * spec.restarts * sparse_gen.settings_for(self.m).iters * 1.5  # nu's clip: a 2nd pass
+        if self.method == "vae_reg_l1":
+            return n * spec.restarts * spec.iters * 1.0
         return n * spec.schedule().planned_restart_steps(spec.restarts) * 1.0
 
 
 def plan(spec: RecoveryConfig, n_available: int) -> List[Unit]:
-    if spec.images > n_available:
+    if spec.input == "heldout" and spec.images > n_available:
         raise SpecError("job spec", "recovery.images", f"{spec.images} but only {n_available} held-out "
                         "images exist", "Lower recovery.images or raise data.heldout")
     return [Unit(exp.measurement, exp.m, method, first, min(first + spec.batch_size, spec.images))
@@ -110,6 +122,7 @@ class RecoveryRunner:
                  rank: int = 0):
         self.spec, self.data, self.solver, self.store, self.rank = spec, data, solver, store, rank
         self._matrices: Dict[measure.Experiment, np.ndarray] = {}
+        self._sparse: Optional[sparse_gen.SparseGenSolver] = None
 
     def run_unit(self, unit: Unit) -> None:
         spec, exp = self.spec, unit.experiment
@@ -117,26 +130,56 @@ class RecoveryRunner:
             self._matrices[exp] = measure.matrix(spec, exp)
         a = self._matrices[exp]
         index = np.arange(unit.first, unit.stop)
-        x = Dataset.as_float(self.data.heldout[index])
+        x = self.originals(index)
         y = x @ a + measure.noise(spec, exp, index)
         began = time.perf_counter()
-        if unit.method == "lasso":
-            x_hat, losses = lasso(a, y, spec.lasso_alpha), [None] * len(index)
-            work = [{}] * len(index)
+        if unit.method in BASELINES:
+            x_hat, losses = BASELINES[unit.method](a, y, spec), [None] * len(index)
+            work: List[Dict[str, int]] = [{}] * len(index)
         else:
             assert self.solver is not None, "a CSGM unit needs the trained generator"
             z0 = measure.initial_latents(spec, exp, index, self.solver.model.latent_dim)
-            x_hat, outcome = self.solver.solve_scheduled(a, y, z0, ZPRIOR[unit.method](spec),
-                                                         spec.learning_rate, spec.schedule())
-            losses = [float(v) for v in outcome.loss]
-            work = [{"steps": int(s), "restart_steps": int(r)}
-                    for s, r in zip(outcome.steps, outcome.restart_steps)]
+            x_hat, loss_values, work = self._generative(unit, a, y, z0)
+            losses = [float(v) for v in loss_values]
         seconds = time.perf_counter() - began
         mse = np.mean((x_hat - x) ** 2, axis=1)
         rows = [{"measurement": unit.measurement, "m": unit.m, "noise_std": spec.noise_std,
                  "method": unit.method, "image": int(i), "mse": float(e), "loss": loss, **spent}
                 for i, e, loss, spent in zip(index, mse, losses, work)]
         self.store.save(unit, rows, x_hat, seconds, self.rank)
+
+    def originals(self, index: np.ndarray) -> np.ndarray:
+        """The images recovered: held-out digits, or (input 'generator') images the generator draws."""
+        if self.spec.input == "heldout":
+            return Dataset.as_float(self.data.heldout[index])
+        assert self.solver is not None, "input 'generator' needs the trained generator"
+        model = self.solver.model
+        return model.decode(tf.constant(measure.input_latents(self.spec, index, model.latent_dim))).numpy()
+
+    def _generative(self, unit: Unit, a: np.ndarray, y: np.ndarray, z0: np.ndarray
+                    ) -> Tuple[np.ndarray, np.ndarray, List[Dict[str, int]]]:
+        """x_hat, the chosen restart's loss and the steps spent, per image. vae and vae_reg follow
+        the recovery schedule (csgm.schedule); Sparse-Gen and the L1 loss run their full budget."""
+        spec, solver = self.spec, self.solver
+        assert solver is not None
+        if unit.method in ZPRIOR:
+            x_hat, outcome = solver.solve_scheduled(a, y, z0, ZPRIOR[unit.method](spec), spec.learning_rate,
+                                                    spec.schedule())
+            return x_hat, outcome.loss, [{"steps": int(s), "restart_steps": int(r)}
+                                         for s, r in zip(outcome.steps, outcome.restart_steps)]
+        if self._sparse is None:
+            self._sparse = sparse_gen.SparseGenSolver(solver.model, spec.precision)
+        if unit.method == "vae_reg_l1":  # the reference's mloss1_weight: L1 measurement loss, z alone
+            x_hat, loss = self._sparse.solve(a, y, z0, 0.0, spec.zprior_weight, spec.iters, spec.learning_rate,
+                                             mloss1_weight=1.0, mloss2_weight=0.0)
+            iters = spec.iters
+        else:
+            settings = sparse_gen.settings_for(unit.m)
+            x_hat, loss = self._sparse.solve(a, y, z0, settings.weight, settings.zprior_weight, settings.iters,
+                                             spec.learning_rate)
+            iters = settings.iters
+        spent = {"steps": iters, "restart_steps": iters * z0.shape[0]}
+        return x_hat, loss, [dict(spent) for _ in range(len(y))]
 
     def run(self, units: Sequence[Unit], progress: Callable[[int, int, str], None]) -> int:
         """Compute the units not already saved; returns how many were computed."""

@@ -67,7 +67,7 @@ def summarize(rows: Sequence[dict], units: Sequence[Unit], seconds: Dict[str, fl
     return out
 
 
-def _plot_error_vs_m(summary: Sequence[dict], path: Path) -> bool:
+def plot_error_vs_m(summary: Sequence[dict], path: Path, title: str = "Gaussian measurements, 95% error bars") -> bool:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -77,14 +77,16 @@ def _plot_error_vs_m(summary: Sequence[dict], path: Path) -> bool:
     if not gaussian:
         return False
     fig, ax = plt.subplots(figsize=(6, 4))
-    labels = {"vae": "VAE", "vae_reg": "VAE+Reg", "lasso": "Lasso"}
+    labels = {"vae": "VAE", "vae_reg": "VAE+Reg", "vae_reg_l1": "VAE+Reg, L1 loss", "sparse_gen": "Sparse-Gen",
+              "lasso": "Lasso", "lasso_dct": "Lasso (DCT)", "omp": "OMP"}
     for method in sorted({r["method"] for r in gaussian}):
         pts = sorted((r["m"], r["mse_mean"], 1.96 * r["mse_sem"]) for r in gaussian if r["method"] == method)
         ms, means, bars = zip(*pts)
         ax.errorbar(ms, means, yerr=bars, marker="o", capsize=3, label=labels.get(method, method))
     ax.set_xlabel("number of measurements m")
+    ax.set_yscale("log")
     ax.set_ylabel("per-pixel reconstruction error (MSE)")
-    ax.set_title("Gaussian measurements, 95% error bars")
+    ax.set_title(title, fontsize=9)
     ax.legend()
     ax.grid(alpha=0.3)
     buffer = io.BytesIO()
@@ -124,7 +126,7 @@ def write_report(run_dir: Path, job_name: str, train: Dict[str, Any], store: Uni
                       "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
     report = {"job": job_name, "train": train, "recovery": summary}
     figures = run_dir / "figures"
-    has_plot = _plot_error_vs_m(summary, figures / "error_vs_m.png")
+    has_plot = plot_error_vs_m(summary, figures / "error_vs_m.png")
     matrices = _image_matrices(units, pixels, originals, figures)
     atomic_write_json(run_dir / "report.json", report)
     atomic_write_text(run_dir / "report.md", _markdown(report, has_plot, matrices))
@@ -133,6 +135,13 @@ def write_report(run_dir: Path, job_name: str, train: Dict[str, Any], store: Uni
 
 def _fmt(value: Any, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
+
+
+def _selection(train: Dict[str, Any]) -> str:
+    if train.get("selected_epoch") is None:
+        return "the last (no validation split)"
+    return (f"{train['selected_epoch']}, chosen on {train.get('validation_images')} validation images "
+            f"(their autoencoding error {_fmt(train.get('validation_recon_mse'), '.5f')})")
 
 
 def _markdown(report: Dict[str, Any], has_plot: bool, matrices: Sequence[Tuple[str, str, List[str]]]) -> str:
@@ -144,8 +153,12 @@ def _markdown(report: Dict[str, Any], has_plot: bool, matrices: Sequence[Tuple[s
              f"| steps | {train.get('steps', 'n/a')} |",
              f"| examples/s | {_fmt(train.get('examples_per_sec'), '.0f')} |",
              f"| held-out autoencoding error (per-pixel MSE) | {_fmt(train.get('heldout_recon_mse'), '.5f')} |",
+             f"| epoch used for recovery | {_selection(train)} |",
              "", "The autoencoding error is the VAE's own error (encode, sample, decode) on held-out "
              "images never trained on; it is not a compressed-sensing result.", "",
+             "Which data chose what: the training images fit the weights; the validation images (if "
+             "any) chose the epoch; the held-out images, never used for either, give the autoencoding "
+             "error and are the images recovered below.", "",
              "## Recovery", "",
              "| measurement | m | noise std | method | images | MSE | SEM | images/s |",
              "|---|---|---|---|---|---|---|---|"]

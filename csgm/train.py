@@ -15,7 +15,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -33,6 +33,7 @@ from csgm.config import DataConfig, TrainConfig
 
 log = logging.getLogger(__name__)
 SAMPLE_COUNT = 64
+BEST_FOLDER = "best"  # run_dir/best: the weights chosen on the validation images
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,11 @@ class TrainResult:
     examples_per_sec: Optional[float]     # None when this run trained no step (all resumed)
     heldout_recon_mse: float
     final_loss: Optional[float]
+    # Which data chose what: the epoch whose weights recovery uses, chosen on the validation images
+    # (never on the held-out test images); None when there is no validation split (last epoch).
+    selected_epoch: Optional[int] = None
+    validation_recon_mse: Optional[float] = None
+    validation_images: int = 0
 
 
 def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
@@ -103,6 +109,10 @@ class Trainer:
         self._overflows_logged = 0
         self.store = CheckpointStore(self.run_dir / "checkpoints", keep=spec.keep_checkpoints,
                                      model=self.model, optimizer=self.optimizer)
+        # The weights of the epoch with the lowest validation error, kept apart from the rolling
+        # checkpoints so pruning never removes them (only with a validation split).
+        self.best = CheckpointStore(self.run_dir / BEST_FOLDER, keep=1, model=self.model)
+        self.selected: Optional[Tuple[int, int, float]] = None   # epoch, step, validation MSE
         self.dtype = compute_dtype(graph_precision or spec.precision)
         self.is_chief = backend.rank == 0
         self.writer = (tf.summary.create_file_writer(str(self.run_dir / "tensorboard"))
@@ -153,6 +163,8 @@ class Trainer:
     @property
     def checkpoint_id(self) -> str:
         """Names the weights now in the model, as load_generator names a checkpoint on disk."""
+        if self.selected is not None:
+            return checkpoint_id(self.selected[0], self.selected[1], self.meta["digest"])
         return checkpoint_id(self.spec.epochs - 1, self.optimizer.steps_done, self.meta["digest"])
 
     def resume(self) -> int:
@@ -162,8 +174,9 @@ class Trainer:
         """
         start = 0
         if self.spec.resume == "never":
-            if self.is_chief:  # no rank reads the folder, so rank 0 may clear it now
+            if self.is_chief:  # no rank reads the folders, so rank 0 may clear them now
                 self.store.clear()
+                self.best.clear()  # the epoch chosen in the old run is no candidate for this one
             log.info("train.resume is 'never': starting afresh")
         decision = decide(self.store.folder, self.inputs, self.spec.resume)
         if decision.action == "refuse":
@@ -210,11 +223,34 @@ class Trainer:
                 self._log_step(step + count, loss, count * global_batch / seconds, seconds / count,
                                epoch, done, per_epoch)
             self._end_epoch(epoch, last_loss)
+        steps = self.optimizer.steps_done
+        self._use_selected()
         mse = heldout_recon_mse(self.model, self.data.heldout, spec.seed)
         speed = timed_examples / timed_seconds if timed_seconds > 0 else None
         log.info("held-out autoencoding error (per-pixel MSE, %d images): %.5f", len(self.data.heldout), mse)
-        return TrainResult(epochs=spec.epochs, steps=self.optimizer.steps_done, examples_per_sec=speed,
-                           heldout_recon_mse=mse, final_loss=last_loss)
+        chosen = self.selected or (None, None, None)
+        return TrainResult(epochs=spec.epochs, steps=steps, examples_per_sec=speed,
+                           heldout_recon_mse=mse, final_loss=last_loss, selected_epoch=chosen[0],
+                           validation_recon_mse=chosen[2], validation_images=len(self.data.validation))
+
+    def _use_selected(self) -> None:
+        """With a validation split: load the chosen epoch's weights for recovery. Rank 0 loads them
+        and broadcasts; the broadcast is also the barrier after which every rank reads which epoch
+        it was (rank 0 may still have been writing ``best/`` after the last step)."""
+        if not len(self.data.validation):
+            return
+        if self.is_chief:
+            found = self.best.latest()
+            if found is not None:
+                self.best.restore(found[0], partial=True)
+        self.backend.broadcast_variables(self.model.weights)
+        found = self.best.latest()
+        if found is None:
+            return
+        meta = found[1]
+        self.selected = (int(meta["epoch"]), int(meta["step"]), float(meta["validation_recon_mse"]))
+        log.info("epoch %d chosen on %d validation images (autoencoding error %.5f): its weights "
+                 "are the generator", self.selected[0], len(self.data.validation), self.selected[2])
 
     def _log_overflows(self) -> None:
         if self.loss_scale is None:
@@ -244,13 +280,28 @@ class Trainer:
         if not self.is_chief or not (last or (epoch + 1) % self.spec.checkpoint_every == 0):
             return
         mse = heldout_recon_mse(self.model, self.data.heldout, self.spec.seed)
-        path = self.store.save(epoch, dict(self.meta, step=self.optimizer.steps_done,
-                                           model=model_shape(self.spec), loss=loss, heldout_recon_mse=mse))
+        meta = dict(self.meta, step=self.optimizer.steps_done, model=model_shape(self.spec), loss=loss,
+                    heldout_recon_mse=mse)
+        path = self.store.save(epoch, meta)
+        if len(self.data.validation):
+            self._keep_if_best(epoch, meta)
         self._write_samples(epoch)
         with self.writer.as_default(step=self.optimizer.steps_done):
             tf.summary.scalar("heldout_recon_mse", mse)
         self.writer.flush()
         log.info("epoch %d done: loss %.2f, held-out MSE %.5f, checkpoint %s", epoch, loss or 0.0, mse, path)
+
+    def _keep_if_best(self, epoch: int, meta: Dict[str, Any]) -> None:
+        """Keep this epoch's weights if the validation images autoencode better than with any before."""
+        val = heldout_recon_mse(self.model, self.data.validation, self.spec.seed)
+        with self.writer.as_default(step=self.optimizer.steps_done):
+            tf.summary.scalar("validation_recon_mse", val)
+        best = self.best.latest()
+        # A best/ left by a run from other inputs does not count (its weights are not this model's).
+        stale = best is not None and best[1].get("digest") != self.meta["digest"]
+        if best is None or stale or val < float(best[1]["validation_recon_mse"]):
+            self.best.save(epoch, dict(meta, validation_recon_mse=val))
+            log.info("epoch %d: validation MSE %.5f, the best so far: kept in %s", epoch, val, BEST_FOLDER)
 
     def _write_samples(self, epoch: int) -> None:
         """The seed's sample files: originals, their reconstructions, draws from the prior."""

@@ -14,6 +14,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple
 
+import numpy as np
+
 from common.exits import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 from common.files import atomic_write_json
 from common.schema import SpecError, to_data
@@ -25,9 +27,9 @@ from csgm.data import DataError, Dataset, load_dataset
 from csgm.estimators import CsgmSolver
 from csgm.model import VAE, use_xla
 from csgm.precision import DynamicLossScale
-from csgm.recovery import RecoveryRunner, UnitStore, plan, shard
+from csgm.recovery import BASELINES, RecoveryRunner, UnitStore, plan, shard
 from csgm.report import MissingUnits, write_report
-from csgm.train import Trainer, checkpoint_id
+from csgm.train import BEST_FOLDER, Trainer, checkpoint_id
 from job.backend import make_backend
 from job.spec import JobSpec, spec_digest
 
@@ -38,16 +40,20 @@ Generator = Tuple[VAE, str]  # the model and the id of its weights (csgm.train.c
 
 
 def load_generator(run_dir: Path) -> Generator:
-    """The VAE of the latest checkpoint, shaped as the checkpoint says, and its id."""
-    probe = CheckpointStore(Path(run_dir) / "checkpoints")
-    latest = probe.latest()
+    """The VAE chosen on the validation images (``best/``) if there is one, else of the latest
+    checkpoint, shaped as the checkpoint says, and its id."""
+    folder = Path(run_dir) / BEST_FOLDER
+    latest = CheckpointStore(folder).latest()
+    if latest is None:
+        folder = Path(run_dir) / "checkpoints"
+        latest = CheckpointStore(folder).latest()
     if latest is None:
         raise CheckpointError(f"{run_dir / 'checkpoints'}: no finished checkpoint to recover with. "
                               "Run the train stage first (stages: [train, recover])")
     path, meta = latest
     shape = meta.get("model") or {}
     model = VAE(int(shape.get("latent_dim", 20)), int(shape.get("hidden", 500)))
-    CheckpointStore(Path(run_dir) / "checkpoints", model=model).restore(path, partial=True)
+    CheckpointStore(folder, model=model).restore(path, partial=True)
     return model, checkpoint_id(int(meta["epoch"]), int(meta.get("step", 0)), str(meta.get("digest", "")))
 
 
@@ -85,7 +91,7 @@ def recover_stage(spec: JobSpec, data: Dataset, backend: Backend, trained: Optio
     """
     rec = spec.recovery
     generator: Optional[Generator] = None
-    if any(m != "lasso" for m in rec.methods):
+    if rec.input == "generator" or any(m not in BASELINES for m in rec.methods):
         generator = trained or load_generator(spec.run_dir)
     checkpoint = generator[1] if generator else "none"
     store = UnitStore(spec.run_dir / "recovery" / "units",
@@ -103,10 +109,11 @@ def recover_stage(spec: JobSpec, data: Dataset, backend: Backend, trained: Optio
                  done, total, unit_id, elapsed, elapsed / done * (total - done))
 
     log.info("recovery: %d units in all, %d on this rank (generator %s)", len(units), len(mine), checkpoint)
-    RecoveryRunner(rec, data, solver, store, backend.rank).run(mine, progress)
+    runner = RecoveryRunner(rec, data, solver, store, backend.rank)
+    runner.run(mine, progress)
     if all(store.load(u) is not None for u in units):
         report = write_report(spec.run_dir, spec.name, _read_json(spec.run_dir / "train_metrics.json"),
-                              store, units, Dataset.as_float(data.heldout[:rec.batch_size]))
+                              store, units, runner.originals(np.arange(min(rec.batch_size, rec.images))))
         log.info("report: %s (%d recovery rows)", spec.run_dir / "report.md", len(report["recovery"]))
     else:
         log.info("recovery: this rank's units are done; another rank will write the report")

@@ -248,7 +248,7 @@ def test_sample_split_sizes(sample: Dataset) -> None:
     assert sample.heldout.shape == (1000, 784)
     assert sample.train.dtype == np.uint8 and sample.heldout.dtype == np.uint8
     assert sample.train.flags.c_contiguous and sample.heldout.flags.c_contiguous
-    assert "4000 training, 1000 held-out" in sample.description
+    assert "4000 training, 0 validation, 1000 held-out" in sample.description
     assert 0 < sample.train.max() <= 255
 
 
@@ -270,6 +270,30 @@ def test_sample_split_is_partition(sample: Dataset) -> None:
     assert all(source_counts[h] > 1 for h in shared)
 
 
+def test_sample_validation_apart_from_test_and_training(sample: Dataset) -> None:
+    """Validation digits: after the test digits in the fixed order, never trained on nor tested."""
+    split = load_dataset(DataConfig(source="sample", heldout=100, validation=200))
+    assert split.heldout.shape == (100, 784) and split.validation.shape == (200, 784)
+    assert len(split.train) == 4700
+    np.testing.assert_array_equal(split.heldout, sample.heldout[:100])       # the test digits stay put
+    np.testing.assert_array_equal(split.validation, sample.heldout[100:300])
+    train, val, test = (set(_row_hashes(x)) for x in (split.train, split.validation, split.heldout))
+    assert not (train & val) and not (train & test) and not (val & test)
+
+
+def test_sample_too_much_validation() -> None:
+    with pytest.raises(DataError, match=r"^data\.heldout \+ data\.validation: 5000 leaves"):
+        load_dataset(DataConfig(source="sample", heldout=1000, validation=4000))
+
+
+def test_idx_validation_follows_heldout(small_folder: Path) -> None:
+    ds = load_dataset(DataConfig(source="idx", path=str(small_folder), heldout=3, validation=2))
+    test_images = random_split(8, seed=2)[0].reshape(8, 784)
+    np.testing.assert_array_equal(ds.validation, test_images[3:5])
+    np.testing.assert_array_equal(ds.heldout, test_images[:3])
+    assert len(ds.train) == 30
+
+
 def test_sample_heldout_does_not_depend_on_train_limit(sample: Dataset) -> None:
     limited = load_dataset(DataConfig(source="sample", train_limit=50))
     assert limited.train.shape == (50, 784)
@@ -284,8 +308,8 @@ def test_sample_smaller_heldout_is_prefix(sample: Dataset) -> None:
 
 
 def test_sample_heldout_too_large() -> None:
-    with pytest.raises(DataError, match=r"^data\.heldout: 5000 leaves no training images out of the 5000 "
-                       r"sample digits\. Set data\.heldout below 5000"):
+    with pytest.raises(DataError, match=r"^data\.heldout \+ data\.validation: 5000 leaves no training images "
+                       r"out of the 5000 sample digits\. Keep their sum below 5000"):
         load_dataset(DataConfig(source="sample", heldout=5000))
 
 
@@ -312,8 +336,8 @@ def test_idx_small(small_folder: Path, heldout: int, train_limit, n_train: int, 
 
 
 def test_idx_heldout_too_large(small_folder: Path) -> None:
-    with pytest.raises(DataError, match=r"^data\.heldout: 9 is more than the 8 t10k images in .*"
-                       r"Set data\.heldout to at most 8"):
+    with pytest.raises(DataError, match=r"^data\.heldout \+ data\.validation: 9 is more than the 8 t10k "
+                       r"images in .*Keep their sum at most 8"):
         load_dataset(DataConfig(source="idx", path=str(small_folder), heldout=9))
 
 
@@ -357,5 +381,5 @@ def test_fashion_heldout_is_first_of_t10k(fashion: Dataset, heldout: int) -> Non
 
 @needs_fashion
 def test_fashion_heldout_too_large() -> None:
-    with pytest.raises(DataError, match=r"^data\.heldout: 10001 is more than the 10000 t10k images"):
+    with pytest.raises(DataError, match=r"^data\.heldout \+ data\.validation: 10001 is more than the 10000 t10k"):
         load_dataset(DataConfig(source="idx", path=str(FASHION), heldout=10001))

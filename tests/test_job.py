@@ -42,7 +42,8 @@ def _ok(result) -> None:
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One real single-card run of the whole job (train, recover, report) on the sample digits."""
     out = tmp_path_factory.mktemp("job") / "run"
-    _ok(run_launcher(SPEC, *sets(**TINY_TRAIN, **RECOVERY, output_dir=out, train__epochs=3)))
+    _ok(run_launcher(SPEC, *sets(**TINY_TRAIN, **RECOVERY, output_dir=out, train__epochs=3,
+                                 data__validation=50)))
     return out
 
 
@@ -51,6 +52,11 @@ def test_end_to_end_report(trained: Path) -> None:
     assert report["job"] == "smoke"
     assert report["train"]["epochs"] == 3 and report["train"]["examples_per_sec"] > 0
     assert 0.0 < report["train"]["heldout_recon_mse"] < 0.2
+    # The epoch is chosen on the 50 validation digits and its weights kept apart in best/.
+    chosen = report["train"]["selected_epoch"]
+    best = json.loads(next((trained / "best").glob("epoch-*/meta.json")).read_text())
+    assert chosen in (0, 1, 2) and best["epoch"] == chosen and report["train"]["validation_images"] == 50
+    assert report["train"]["validation_recon_mse"] == pytest.approx(best["validation_recon_mse"])
     rows = report["recovery"]
     assert {(r["m"], r["method"]) for r in rows} == {(m, k) for m in (25, 100) for k in ("vae", "vae_reg", "lasso")}
     for row in rows:
@@ -61,6 +67,7 @@ def test_end_to_end_report(trained: Path) -> None:
     first = json.loads(lines[0])
     assert {"measurement", "m", "method", "image", "mse", "noise_std"} <= set(first)
     markdown = (trained / "report.md").read_text()
+    assert f"| epoch used for recovery | {chosen}, chosen on 50 validation images" in markdown
     assert "figures/error_vs_m.png" in markdown and "figures/images_gaussian-m100.png" in markdown
     for name in ("figures/error_vs_m.png", "figures/images_gaussian-m025.png", "samples/orig.png",
                  "samples/reconstr_epoch0002.png", "samples/sampled_epoch0002.png", "spec.yaml",
@@ -95,10 +102,17 @@ def test_resume_ends_with_the_weights_of_an_uninterrupted_run(tmp_path: Path) ->
     assert max(relative_difference(a[k], b[k]) for k in a) < 1e-6
 
 
+def _copy_generator(source: Path, dest: Path) -> None:
+    """A trained run's checkpoints and the weights chosen on validation (best/), which recovery uses."""
+    for folder in ("checkpoints", "best"):
+        if (source / folder).is_dir():
+            shutil.copytree(source / folder, dest / folder)
+
+
 def _recover(source: Path, dest: Path, ranks: int, **extra: object) -> object:
-    """A recovery-only job on ``ranks`` ranks from a copy of a trained run's checkpoints."""
+    """A recovery-only job on ``ranks`` ranks from a copy of a trained run's generator."""
     if not dest.exists():
-        shutil.copytree(source / "checkpoints", dest / "checkpoints")
+        _copy_generator(source, dest)
     return run_launcher(SPEC, *sets(**TINY_TRAIN, **dict(RECOVERY, **extra), output_dir=dest,
                                     stages="[recover]", devices__count=ranks))
 
@@ -133,7 +147,7 @@ def _unit_files(run: Path) -> Dict[str, float]:
 
 def test_killed_recovery_keeps_finished_units_and_completes_on_rerun(trained: Path, tmp_path: Path) -> None:
     run = tmp_path / "killed"
-    shutil.copytree(trained / "checkpoints", run / "checkpoints")
+    _copy_generator(trained, run)
     long_units = dict(recovery__iters=400, recovery__stop_tol=0.0)  # no early stop: still running when killed
     args = sets(**TINY_TRAIN, **dict(RECOVERY, **long_units), output_dir=run, stages="[recover]", devices__count=2)
     launcher = popen_launcher(SPEC, *args)

@@ -140,34 +140,52 @@ def test_gaussian_independent_of_other_settings() -> None:
     np.testing.assert_array_equal(matrix(other, exp), base)
 
 
+# The reference (AshishBora/csgm src/utils.py get_A_superres, get_A_inpaint; project is inpaint of
+# size 0) scales every row of its A [m, 784], a column of ours, to squared norm n_input = 784.
+ALL_KINDS = [("gaussian", 100, dict()), ("superres", 49, dict(superres_factor=4)),
+             ("superres", 196, dict(superres_factor=2)), ("superres", 16, dict(superres_factor=7)),
+             ("inpaint", 588, dict(inpaint_size=14)), ("inpaint", 783, dict(inpaint_size=1)),
+             ("project", 784, dict())]
+
+
+@pytest.mark.parametrize("kind, m, kw", ALL_KINDS, ids=[f"{k}-{m}" for k, m, _ in ALL_KINDS])
+def test_row_norms_as_the_reference(kind: str, m: int, kw) -> None:
+    norms = np.linalg.norm(matrix(spec(**kw), Experiment(kind, m)).astype(np.float64), axis=0)
+    if kind == "gaussian":   # random rows: norm 28 on average (chi with 784 degrees of freedom)
+        assert abs(norms.mean() - 28.0) < 0.3 and np.all(np.abs(norms - 28.0) < 4.0)
+    else:                    # fixed rows: exactly 28
+        np.testing.assert_allclose(norms, 28.0, rtol=1e-6)
+
+
 @pytest.mark.parametrize("factor", [2, 4, 7])
-def test_superres_is_block_mean(factor: int) -> None:
+def test_superres_measures_scaled_block_sums(factor: int) -> None:
+    """A clean image's measurements, computed directly: each block's pixel sum times 28 / factor."""
     x = images(5)
     m = (28 // factor) ** 2
     a = matrix(spec(superres_factor=factor), Experiment("superres", m))
     side = 28 // factor
-    expected = x.reshape(5, side, factor, side, factor).mean(axis=(2, 4)).reshape(5, m)
-    np.testing.assert_allclose(x @ a, expected, rtol=1e-5, atol=1e-6)
+    direct = x.reshape(5, side, factor, side, factor).sum(axis=(2, 4)).reshape(5, m) * (28.0 / factor)
+    np.testing.assert_allclose(x @ a, direct, rtol=1e-5, atol=1e-5)
 
 
 def test_superres_constant_image() -> None:
     a = matrix(spec(superres_factor=4), Experiment("superres", 49))
-    np.testing.assert_allclose(np.full((1, 784), 0.7, np.float32) @ a, 0.7, rtol=1e-6)
-    np.testing.assert_allclose(a.sum(axis=1), 1.0 / 16)   # every pixel in exactly one block
+    np.testing.assert_allclose(np.full((1, 784), 0.7, np.float32) @ a, 0.7 * 16 * 7, rtol=1e-5)
+    np.testing.assert_allclose(a.sum(axis=1), 7.0)        # every pixel in exactly one block
     assert np.all((a > 0).sum(axis=0) == 16)
 
 
 @pytest.mark.parametrize("size", [14, 10, 1, 27])
-def test_inpaint_keeps_unmasked_pixels(size: int) -> None:
+def test_inpaint_measures_unmasked_pixels(size: int) -> None:
     m = 784 - size * size
     a = matrix(spec(inpaint_size=size), Experiment("inpaint", m))
     x = images(3)
     keep = inpaint_mask(size)
     assert keep.sum() == m
-    np.testing.assert_array_equal(x @ a, x[:, keep])
-    assert set(np.unique(a)) <= {0.0, 1.0}
-    assert np.all(a.sum(axis=0) == 1)                    # each measurement is one pixel
-    np.testing.assert_array_equal(a.sum(axis=1), keep)   # each seen pixel measured once, hidden never
+    np.testing.assert_allclose(x @ a, 28.0 * x[:, keep], rtol=1e-6)   # direct: the seen pixels times 28
+    assert set(np.unique(a)) <= {0.0, 28.0}
+    assert np.all((a > 0).sum(axis=0) == 1)                # each measurement is one pixel
+    np.testing.assert_array_equal((a > 0).sum(axis=1), keep)   # each seen pixel measured once, hidden never
 
 
 @pytest.mark.parametrize("size", [14, 10, 2, 1, 27])
@@ -188,11 +206,11 @@ def test_inpaint_14_hides_the_middle_square() -> None:
     assert not inpaint_mask(14)[14 * 28 + 14]   # the centre pixel, in the flat layout
 
 
-def test_project_is_identity() -> None:
+def test_project_is_scaled_identity() -> None:
     a = matrix(spec(), Experiment("project", 784))
-    np.testing.assert_array_equal(a, np.eye(784, dtype=np.float32))
+    np.testing.assert_array_equal(a, 28.0 * np.eye(784, dtype=np.float32))
     x = images(2)
-    np.testing.assert_array_equal(x @ a, x)
+    np.testing.assert_allclose(x @ a, 28.0 * x, rtol=1e-6)
 
 
 # --------------------------------------------------------------------------------------------

@@ -252,7 +252,7 @@ def test_project_recovers_generated_image(small_vae: VAE, solver: CsgmSolver) ->
     before = np.mean((small_vae.decode(tf.constant(z0[0])).numpy() - x_star) ** 2, axis=1)
     after = np.mean((x_hat - x_star) ** 2, axis=1)
     assert np.all(after < 0.1 * before), (before, after)
-    np.testing.assert_allclose(loss, after, rtol=1e-3, atol=1e-7)   # A = I, no prior: loss is the MSE
+    np.testing.assert_allclose(loss, 784 * after, rtol=1e-3, atol=1e-6)   # A = 28 I, no prior: 784 x MSE
 
 
 def test_gaussian_measurements_recover_generated_image(small_vae: VAE, solver: CsgmSolver) -> None:

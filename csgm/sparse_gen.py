@@ -1,0 +1,119 @@
+"""Sparse-Gen (Dhar, Grover, Ermon, ICML 2018): x = G(z) + nu with an L1 penalty on nu.
+
+The deviation nu lets the estimate leave the generator's range where the measurements say so, so
+the error keeps falling with m after CSGM's range error has stopped it. Followed from the authors'
+code (ermongroup/sparse_gen ``src/mnistomni_estimators.py`` ``vae_l1_estimator``):
+
+- per (restart, image) loss: mloss1 mean_j |y_j - ((G(z) + nu) A)_j| + mloss2 mean_j (...)^2
+  + zprior ||z||^2 + weight ||nu||_1; nu starts at 0;
+- when there are more than 800 iterations, the first 800 move z alone, the rest move z and nu
+  jointly with the same Adam state for z (TF1 keeps one slot per variable);
+- after every joint step nu is clipped to [-G(z), 1 - G(z)] so that x stays in [0, 1];
+- per image the restart with the lowest total loss wins.
+
+The authors' MNIST settings per m (``quant_scripts/mnist_reconstruction.sh``) are ``SETTINGS``;
+their script has no m below 50, where the m = 50 setting is used. With ``weight`` 0 and no joint
+phase this is plain CSGM with the reference's L1/L2 measurement-loss weights (``mloss1_weight``
+of AshishBora/csgm), which is how the L1 measurement-loss method runs.
+
+All restarts of all images run as one tensor in one compiled loop, as in CsgmSolver.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Tuple
+
+import numpy as np
+import tensorflow as tf
+
+from csgm.model import VAE, compute_dtype
+from csgm.optim import adam_update
+
+Z_ONLY_STEPS = 800  # the authors' warm start: z alone first when there are more iterations
+
+
+@dataclass(frozen=True)
+class Settings:
+    weight: float        # lambda on ||nu||_1 (the authors' sparse_gen_weight)
+    zprior_weight: float
+    iters: int
+
+
+def settings_for(m: int) -> Settings:
+    """The authors' MNIST settings for m Gaussian measurements."""
+    if m >= 500:
+        return Settings(weight=0.01, zprior_weight=0.0, iters=3000)
+    if m >= 200:
+        return Settings(weight=0.1, zprior_weight=0.1, iters=1500)
+    return Settings(weight=0.5, zprior_weight=0.1, iters=1500)
+
+
+class SparseGenSolver:
+    def __init__(self, model: VAE, precision: str = "fp32", xla: bool = False):
+        self.model = model
+        self.dtype = compute_dtype(precision)
+        k = model.latent_dim
+        self._solve = tf.function(self._solve_graph, jit_compile=xla, input_signature=[
+            tf.TensorSpec([784, None], tf.float32),      # A
+            tf.TensorSpec([None, None], tf.float32),     # y [B, m]
+            tf.TensorSpec([None, None, k], tf.float32),  # z0 [R, B, k]
+            tf.TensorSpec([4], tf.float32),              # mloss1, mloss2, zprior, nu weights
+            tf.TensorSpec([], tf.int32),                 # z-only steps
+            tf.TensorSpec([], tf.int32),                 # all steps
+            tf.TensorSpec([], tf.float32),               # learning rate
+        ])
+
+    def _generate(self, z: tf.Tensor) -> tf.Tensor:
+        r, b, k = tf.shape(z)[0], tf.shape(z)[1], tf.shape(z)[2]
+        x = self.model.decode(tf.reshape(z, [r * b, k]), self.dtype)
+        return tf.cast(tf.reshape(x, [r, b, 784]), tf.float32)
+
+    @staticmethod
+    def _losses(a, y, g, z, nu, w) -> tf.Tensor:
+        """Per (restart, image) total loss [R, B] of the estimate g + nu."""
+        residual = y[None] - tf.einsum("rbp,pm->rbm", g + nu, a)
+        return (w[0] * tf.reduce_mean(tf.abs(residual), axis=-1)
+                + w[1] * tf.reduce_mean(tf.square(residual), axis=-1)
+                + w[2] * tf.reduce_sum(tf.square(z), axis=-1)
+                + w[3] * tf.reduce_sum(tf.abs(nu), axis=-1))
+
+    def _solve_graph(self, a, y, z0, w, z_only, iters, lr):
+        nu0 = tf.zeros(tf.concat([tf.shape(z0)[:2], [784]], 0))
+
+        def step(i, z, nu, mz, vz, mn, vn):
+            with tf.GradientTape() as tape:
+                tape.watch([z, nu])
+                total = tf.reduce_sum(self._losses(a, y, self._generate(z), z, nu, w))
+            gz, gn = tape.gradient(total, [z, nu])
+            z, mz, vz = adam_update(z, gz, mz, vz, i + 1, lr)
+
+            def move_nu():
+                # One Adam step count for all variables, as TF1's AdamOptimizer shares its beta
+                # powers; then x = G(z) + nu is kept in [0, 1] against the generator's new output.
+                nu_new, mn_new, vn_new = adam_update(nu, gn, mn, vn, i + 1, lr)
+                g = self._generate(z)
+                return tf.clip_by_value(nu_new, -g, 1.0 - g), mn_new, vn_new
+
+            nu, mn, vn = tf.cond(i >= z_only, move_nu, lambda: (nu, mn, vn))
+            return i + 1, z, nu, mz, vz, mn, vn
+
+        zeros = tf.zeros_like(z0)
+        start = (tf.constant(0), z0, nu0, zeros, zeros, nu0, nu0)
+        _, z, nu, *_ = tf.while_loop(lambda i, *_: i < iters, step, start)
+        g = self._generate(z)
+        losses = self._losses(a, y, g, z, nu, w)
+        best = tf.argmin(losses, axis=0, output_type=tf.int32)            # [B]
+        pick = tf.stack([best, tf.range(tf.shape(best)[0])], axis=1)
+        return tf.gather_nd(g + nu, pick), tf.gather_nd(losses, pick)
+
+    def solve(self, a: np.ndarray, y: np.ndarray, z0: np.ndarray, weight: float, zprior_weight: float,
+              iters: int, learning_rate: float, mloss1_weight: float = 0.0,
+              mloss2_weight: float = 1.0) -> Tuple[np.ndarray, np.ndarray]:
+        """x_hat [B, 784] in [0, 1] and its total loss [B]; ``weight`` 0 keeps nu at 0 (z alone)."""
+        z_only = iters if weight == 0 else (Z_ONLY_STEPS if iters > Z_ONLY_STEPS else 0)
+        w = np.array([mloss1_weight, mloss2_weight, zprior_weight, weight], np.float32)
+        x, loss = self._solve(tf.constant(a), tf.constant(y), tf.constant(z0), tf.constant(w),
+                              tf.constant(z_only, tf.int32), tf.constant(iters, tf.int32),
+                              tf.constant(learning_rate, tf.float32))
+        return np.clip(x.numpy(), 0.0, 1.0), loss.numpy()

@@ -1,0 +1,113 @@
+"""Sparse-Gen (csgm.sparse_gen) and the generator-free baselines (csgm.baselines)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from csgm import baselines, sparse_gen
+from csgm.config import RecoveryConfig
+from csgm.estimators import CsgmSolver, lasso
+from csgm.measure import Experiment, matrix
+from csgm.model import VAE
+
+K = 4
+
+
+@pytest.fixture(scope="module")
+def small_vae() -> VAE:
+    return VAE(latent_dim=K, hidden=32, seed=3)
+
+
+@pytest.fixture(scope="module")
+def solver(small_vae: VAE) -> sparse_gen.SparseGenSolver:
+    return sparse_gen.SparseGenSolver(small_vae)
+
+
+def _generated(model: VAE, n: int, seed: int) -> np.ndarray:
+    z = np.random.default_rng(seed).standard_normal((n, K)).astype(np.float32)
+    return model.decode(tf.constant(z)).numpy()
+
+
+@pytest.mark.parametrize("m, expected", [
+    (10, (0.5, 0.1, 1500)), (100, (0.5, 0.1, 1500)), (200, (0.1, 0.1, 1500)), (400, (0.1, 0.1, 1500)),
+    (500, (0.01, 0.0, 3000)), (750, (0.01, 0.0, 3000)),
+])
+def test_authors_settings_per_m(m: int, expected) -> None:
+    s = sparse_gen.settings_for(m)
+    assert (s.weight, s.zprior_weight, s.iters) == expected
+
+
+def test_without_nu_it_is_csgm(small_vae: VAE, solver: sparse_gen.SparseGenSolver) -> None:
+    """Weight 0 keeps nu at 0: the same Adam trajectory on z as the CSGM solver."""
+    exp = Experiment("gaussian", 30)
+    a = matrix(RecoveryConfig(), exp)
+    y = _generated(small_vae, 3, seed=1) @ a
+    z0 = np.random.default_rng(2).standard_normal((2, 3, K)).astype(np.float32)
+    x_csgm, loss_csgm = CsgmSolver(small_vae).solve(a, y, z0, 0.1, 60, 0.05)
+    x_sg, loss_sg = solver.solve(a, y, z0, 0.0, 0.1, 60, 0.05)
+    np.testing.assert_allclose(x_sg, x_csgm, atol=1e-4)
+    np.testing.assert_allclose(loss_sg, loss_csgm, rtol=1e-4)
+
+
+def test_sparse_deviation_from_the_range_is_recovered(small_vae: VAE, solver: sparse_gen.SparseGenSolver) -> None:
+    """A generated image with a few pixels changed: outside the generator's range, so CSGM keeps an
+    error that Sparse-Gen's nu removes; the estimate stays in [0, 1]."""
+    rng = np.random.default_rng(4)
+    x = _generated(small_vae, 2, seed=5)
+    for row in x:
+        row[rng.choice(784, 20, replace=False)] = 1.0
+    a = matrix(RecoveryConfig(), Experiment("project", 784))
+    z0 = rng.standard_normal((2, 2, K)).astype(np.float32)
+    x_csgm, _ = CsgmSolver(small_vae).solve(a, x @ a, z0, 0.0, 400, 0.05)
+    x_sg, _ = solver.solve(a, x @ a, z0, 0.01, 0.0, 1000, 0.05)   # 800 steps z alone, then z and nu
+    err_csgm = np.mean((x_csgm - x) ** 2, axis=1)
+    err_sg = np.mean((x_sg - x) ** 2, axis=1)
+    assert np.all(err_sg < 0.2 * err_csgm), (err_sg, err_csgm)
+    assert x_sg.min() >= 0.0 and x_sg.max() <= 1.0
+
+
+def test_dct_basis_is_orthonormal() -> None:
+    psi = baselines.dct_basis()
+    np.testing.assert_allclose(psi @ psi.T, np.eye(784), atol=1e-10)
+    np.testing.assert_allclose(psi[0], 1.0 / 28)   # the constant image comes first
+
+
+def test_lasso_dct_beats_pixel_lasso_on_a_smooth_image() -> None:
+    """An image with 10 DCT coefficients is dense in pixels: the DCT basis recovers it far better."""
+    rng = np.random.default_rng(6)
+    coefs = np.zeros((2, 784))
+    for row in coefs:
+        row[rng.choice(40, 10, replace=False)] = rng.uniform(1.0, 3.0, 10)
+    x = np.clip(coefs @ baselines.dct_basis() + 0.3, 0, 1).astype(np.float32)
+    a = matrix(RecoveryConfig(), Experiment("gaussian", 150))
+    y = x @ a
+    err_dct = np.mean((baselines.lasso_dct(a, y, 0.1) - x) ** 2)
+    err_pixel = np.mean((lasso(a, y, 0.1) - x) ** 2)
+    assert err_dct < 0.2 * err_pixel, (err_dct, err_pixel)
+
+
+def test_omp_recovers_a_sparse_image_exactly() -> None:
+    rng = np.random.default_rng(7)
+    x = np.zeros((2, 784), np.float32)
+    for row in x:
+        row[rng.choice(784, 8, replace=False)] = rng.uniform(0.3, 1.0, 8)
+    a = matrix(RecoveryConfig(), Experiment("gaussian", 60))
+    x_hat = baselines.omp(a, x @ a, k=8)
+    np.testing.assert_allclose(x_hat, x, atol=1e-4)
+    assert baselines.omp(a, x @ a, k=80).shape == (2, 784)   # k above m: at most m non-zeros
+
+
+def test_generator_input_images_are_seeded_per_image(small_vae: VAE) -> None:
+    """input 'generator': image i is G(z_i) with z_i a pure function of (seed, i), for every m."""
+    from csgm.measure import input_latents
+    from csgm.recovery import RecoveryRunner
+
+    spec = RecoveryConfig(input="generator", seed=4)
+    runner = RecoveryRunner(spec, data=None, solver=CsgmSolver(small_vae), store=None)
+    first, again = runner.originals(np.arange(5)), runner.originals(np.arange(3, 5))
+    np.testing.assert_allclose(again, first[3:], atol=1e-6)
+    z = input_latents(spec, np.arange(5), K)
+    np.testing.assert_allclose(first, small_vae.decode(tf.constant(z)).numpy(), atol=1e-6)
+    assert not np.allclose(input_latents(RecoveryConfig(input="generator", seed=5), np.arange(5), K), z)
