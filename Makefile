@@ -47,8 +47,11 @@ lint: setup-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/vermin --target=3.9- --violations --no-tips --eval-annotations common job launcher rank_table csgm k8s bench tests
 
+# Two test processes, whole files each (module fixtures are built once): most tests wait on
+# subprocesses, sockets and grace periods, so two of them share the 2 cores well (docs/benchmarks.md).
+PYTEST_WORKERS ?= 2
 pytest: setup-dev
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile --durations=15 tests
 
 # Every shell command of README.md, configs/README.md and docs/ run or checked (seconds; part of `make test`).
 docs-check: setup-dev

