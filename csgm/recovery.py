@@ -20,13 +20,12 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
-from csgm import measure
-from csgm.data import Dataset
-from csgm import baselines, sparse_gen
-from csgm.estimators import CsgmSolver, lasso
 from common.files import atomic_write_bytes, atomic_write_json
 from common.schema import SpecError
+from csgm import baselines, measure, sparse_gen
 from csgm.config import RecoveryConfig
+from csgm.data import Dataset
+from csgm.estimators import CsgmSolver, lasso
 
 log = logging.getLogger(__name__)
 ZPRIOR = {"vae": lambda spec: 0.0, "vae_reg": lambda spec: spec.zprior_weight}

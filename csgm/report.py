@@ -14,9 +14,9 @@ from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 
+from common.files import atomic_write_bytes, atomic_write_json, atomic_write_text
 from csgm.images import save_png
 from csgm.recovery import Unit, UnitStore
-from common.files import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 MATRIX_IMAGES = 10  # images per row of an image matrix
 

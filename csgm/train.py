@@ -20,16 +20,16 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
+from common.schema import SpecError
 from csgm.backends import Backend
 from csgm.checkpoint import CheckpointError, CheckpointStore
-from csgm.resume import decide, digest, refusal, training_inputs
+from csgm.config import DataConfig, TrainConfig
 from csgm.data import Dataset
 from csgm.images import grid, save_png
 from csgm.model import VAE, compute_dtype, vae_loss
 from csgm.optim import Adam
 from csgm.precision import DynamicLossScale
-from common.schema import SpecError
-from csgm.config import DataConfig, TrainConfig
+from csgm.resume import decide, digest, refusal, training_inputs
 
 log = logging.getLogger(__name__)
 SAMPLE_COUNT = 64
