@@ -99,11 +99,17 @@ class RecoveryConfig:
     stop_window: int = option(50, "steps between an image's convergence checks", min=1)
     stop_tol: float = option(3e-3, "an image stops once its best total loss improved by less than this "
                              "fraction over the last stop_window steps; 0: never stop early", min=0.0)
+    sparse_gen_keep: int = option(3, "restarts per image that Sparse-Gen's pruning keeps into its z-and-nu "
+                                  "phase (it prunes from prune_after as the others and never stops early: "
+                                  "its error keeps falling while nu sharpens)", min=1)
 
     def check(self) -> Optional[Tuple[str, str, str]]:
         if len(set(self.m)) != len(self.m):
             return ("m", f"repeats a value: {list(self.m)}", "List each m once")
         return None
 
-    def schedule(self) -> Schedule:
-        return Schedule(self.iters, self.prune_after, self.prune_keep, self.stop_window, self.stop_tol)
+    def schedule(self, iters: Optional[int] = None) -> Schedule:
+        """Where the steps go, over ``iters`` steps per restart (default: ``self.iters``; Sparse-Gen
+        brings its authors' budget per m)."""
+        return Schedule(self.iters if iters is None else iters, self.prune_after, self.prune_keep,
+                        self.stop_window, self.stop_tol)

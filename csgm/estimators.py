@@ -24,6 +24,7 @@ from csgm.optim import adam_update
 class CsgmSolver:
     def __init__(self, model: VAE, precision: str = "fp32", xla: bool = False):
         self.model = model
+        self.precision = precision  # the graph's precision (on NPUs fp32: csgm.ascend.graph_precision)
         self.dtype = compute_dtype(precision)
         k = model.latent_dim
         # One trace for every shape; with XLA one compilation per (restarts, images, m) met,

@@ -91,3 +91,12 @@ def use_xla(device_type: str, precision: str) -> bool:
     (1.3x to 1.8x faster in fp32) but its CPU bfloat16 products miss AMX (2x slower than
     oneDNN), and on NPUs the CANN adapter compiles graphs itself."""
     return device_type in ("cpu", "gpu") and precision == "fp32"
+
+
+def use_xla_for_recovery(device_type: str) -> bool:
+    """The recovery loop is not XLA-compiled on the CPU: the schedule (csgm.schedule) runs it on
+    up to seven [restarts, images] shapes per m and method, and XLA compiles each anew (0.2 s
+    apiece) while its steady state is no faster than TensorFlow's own kernels there (measured,
+    docs/benchmarks.md: 2.3x the images/s without XLA at m = 100). GPUs keep it (unmeasured
+    here); on NPUs the CANN adapter compiles graphs itself."""
+    return device_type == "gpu"

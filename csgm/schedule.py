@@ -10,6 +10,8 @@ image's own losses only:
   total loss, the criterion the final choice uses;
 - **stopping**: every ``stop_window`` steps an image whose best total loss improved by less than
   ``stop_tol`` (relative) over the last window is finished; its best restart is its result.
+  Checks start at step ``stop_from``: a solver whose objective changes at some step (Sparse-Gen
+  starts moving nu there) must not retire an image for having settled in the earlier phase.
 
 Finished images leave the batch and pruned restarts leave the state, so they stop costing work;
 the state is re-packed to a few padded sizes (``_bucket``) so a compiled loop sees few shapes.
@@ -37,6 +39,7 @@ class Schedule:
     prune_keep: int = 1        # restarts per image left once halving is done
     stop_window: int = 100     # steps between convergence checks
     stop_tol: float = 0.0      # 0: never stop early
+    stop_from: int = 0         # no convergence check before this step
 
     def keep_at(self, step: int, restarts: int) -> int:
         """Restarts per image still running after ``step``."""
@@ -52,7 +55,7 @@ class Schedule:
         """Steps at which decisions are taken (chunk ends), ending with ``iters``."""
         marks = set()
         if self.stop_tol > 0:
-            marks.update(range(self.stop_window, self.iters, self.stop_window))
+            marks.update(s for s in range(self.stop_window, self.iters, self.stop_window) if s >= self.stop_from)
         step = self.prune_after
         while 0 < step < self.iters and self.keep_at(step, restarts) < self.keep_at(step - 1, restarts):
             marks.add(step)
@@ -113,7 +116,7 @@ def run(schedule: Schedule, state: State, per_image: State, advance: Advance) ->
             losses = np.take_along_axis(losses, order, 0)
         best = losses.min(axis=0)
         finished = np.full(len(active), mark >= schedule.iters)
-        if schedule.stop_tol > 0 and mark % schedule.stop_window == 0:
+        if schedule.stop_tol > 0 and mark % schedule.stop_window == 0 and mark >= schedule.stop_from:
             prev = previous[active]
             finished |= (prev - best) <= schedule.stop_tol * prev  # NaN (no previous check): False
             previous[active] = best

@@ -16,17 +16,19 @@ their script has no m below 50, where the m = 50 setting is used. With ``weight`
 phase this is plain CSGM with the reference's L1/L2 measurement-loss weights (``mloss1_weight``
 of AshishBora/csgm), which is how the L1 measurement-loss method runs.
 
-All restarts of all images run as one tensor in one compiled loop, as in CsgmSolver.
+All restarts of all images run as one tensor in one compiled loop, as in CsgmSolver, in chunks
+between which ``csgm.schedule`` prunes restarts and retires converged images.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Tuple
 
 import numpy as np
 import tensorflow as tf
 
+from csgm import schedule
 from csgm.model import VAE, compute_dtype
 from csgm.optim import adam_update
 
@@ -54,13 +56,15 @@ class SparseGenSolver:
         self.model = model
         self.dtype = compute_dtype(precision)
         k = model.latent_dim
-        self._solve = tf.function(self._solve_graph, jit_compile=xla, input_signature=[
+        state = [tf.TensorSpec([None, None, k], tf.float32)] * 3 + [tf.TensorSpec([None, None, 784], tf.float32)] * 3
+        self._advance = tf.function(self._advance_graph, jit_compile=xla, input_signature=[
             tf.TensorSpec([784, None], tf.float32),      # A
             tf.TensorSpec([None, None], tf.float32),     # y [B, m]
-            tf.TensorSpec([None, None, k], tf.float32),  # z0 [R, B, k]
+            *state,                                      # z, Adam's m and v for z [R, B, k]; nu, its m, v
             tf.TensorSpec([4], tf.float32),              # mloss1, mloss2, zprior, nu weights
             tf.TensorSpec([], tf.int32),                 # z-only steps
-            tf.TensorSpec([], tf.int32),                 # all steps
+            tf.TensorSpec([], tf.int32),                 # steps already taken
+            tf.TensorSpec([], tf.int32),                 # steps to take
             tf.TensorSpec([], tf.float32),               # learning rate
         ])
 
@@ -78,42 +82,65 @@ class SparseGenSolver:
                 + w[2] * tf.reduce_sum(tf.square(z), axis=-1)
                 + w[3] * tf.reduce_sum(tf.abs(nu), axis=-1))
 
-    def _solve_graph(self, a, y, z0, w, z_only, iters, lr):
-        nu0 = tf.zeros(tf.concat([tf.shape(z0)[:2], [784]], 0))
-
-        def step(i, z, nu, mz, vz, mn, vn):
+    def _advance_graph(self, a, y, z, mz, vz, nu, mn, vn, w, z_only, first, steps, lr):
+        def step(i, z, mz, vz, nu, mn, vn):
+            t = first + i  # the global step: Adam's bias correction and the phase follow it
             with tf.GradientTape() as tape:
                 tape.watch([z, nu])
                 total = tf.reduce_sum(self._losses(a, y, self._generate(z), z, nu, w))
             gz, gn = tape.gradient(total, [z, nu])
-            z, mz, vz = adam_update(z, gz, mz, vz, i + 1, lr)
+            z, mz, vz = adam_update(z, gz, mz, vz, t + 1, lr)
 
             def move_nu():
                 # One Adam step count for all variables, as TF1's AdamOptimizer shares its beta
                 # powers; then x = G(z) + nu is kept in [0, 1] against the generator's new output.
-                nu_new, mn_new, vn_new = adam_update(nu, gn, mn, vn, i + 1, lr)
+                nu_new, mn_new, vn_new = adam_update(nu, gn, mn, vn, t + 1, lr)
                 g = self._generate(z)
                 return tf.clip_by_value(nu_new, -g, 1.0 - g), mn_new, vn_new
 
-            nu, mn, vn = tf.cond(i >= z_only, move_nu, lambda: (nu, mn, vn))
-            return i + 1, z, nu, mz, vz, mn, vn
+            nu, mn, vn = tf.cond(t >= z_only, move_nu, lambda: (nu, mn, vn))
+            return i + 1, z, mz, vz, nu, mn, vn
 
-        zeros = tf.zeros_like(z0)
-        start = (tf.constant(0), z0, nu0, zeros, zeros, nu0, nu0)
-        _, z, nu, *_ = tf.while_loop(lambda i, *_: i < iters, step, start)
-        g = self._generate(z)
-        losses = self._losses(a, y, g, z, nu, w)
-        best = tf.argmin(losses, axis=0, output_type=tf.int32)            # [B]
-        pick = tf.stack([best, tf.range(tf.shape(best)[0])], axis=1)
-        return tf.gather_nd(g + nu, pick), tf.gather_nd(losses, pick)
+        _, *state = tf.while_loop(lambda i, *_: i < steps, step, (tf.constant(0), z, mz, vz, nu, mn, vn))
+        z, nu = state[0], state[3]
+        return (*state, self._losses(a, y, self._generate(z), z, nu, w))
+
+    def solve_scheduled(self, a: np.ndarray, y: np.ndarray, z0: np.ndarray, weight: float, zprior_weight: float,
+                        learning_rate: float, plan: schedule.Schedule, mloss1_weight: float = 0.0,
+                        mloss2_weight: float = 1.0) -> Tuple[np.ndarray, schedule.Outcome]:
+        """x_hat [B, 784] in [0, 1] and the schedule's outcome over ``plan.iters`` steps; ``weight`` 0
+        keeps nu at 0 (z alone). Convergence checks wait for nu to start moving (``z_only_steps``)."""
+        z_only = z_only_steps(weight, plan.iters)
+        plan = replace(plan, stop_from=max(plan.stop_from, z_only if z_only < plan.iters else 0))
+        a_t, rate = tf.constant(a), tf.constant(learning_rate, tf.float32)
+        w = tf.constant([mloss1_weight, mloss2_weight, zprior_weight, weight], tf.float32)
+        names = ("z", "mz", "vz", "nu", "mn", "vn")
+
+        def advance(state, per_image, first, steps):
+            *out, losses = self._advance(a_t, tf.constant(per_image["y"]), *(tf.constant(state[k]) for k in names),
+                                         w, tf.constant(z_only, tf.int32), tf.constant(first, tf.int32),
+                                         tf.constant(steps, tf.int32), rate)
+            return {k: v.numpy() for k, v in zip(names, out)}, losses.numpy()
+
+        z0 = np.asarray(z0, np.float32)
+        zeros, pixels = np.zeros_like(z0), np.zeros(z0.shape[:2] + (784,), np.float32)
+        start = {"z": z0, "mz": zeros, "vz": zeros, "nu": pixels, "mn": pixels, "vn": pixels}
+        outcome = schedule.run(plan, start, {"y": np.asarray(y, np.float32)}, advance)
+        g = self.model.decode(tf.constant(outcome.state["z"]), self.dtype).numpy()
+        return np.clip(g + outcome.state["nu"], 0.0, 1.0), outcome
 
     def solve(self, a: np.ndarray, y: np.ndarray, z0: np.ndarray, weight: float, zprior_weight: float,
               iters: int, learning_rate: float, mloss1_weight: float = 0.0,
               mloss2_weight: float = 1.0) -> Tuple[np.ndarray, np.ndarray]:
-        """x_hat [B, 784] in [0, 1] and its total loss [B]; ``weight`` 0 keeps nu at 0 (z alone)."""
-        z_only = iters if weight == 0 else (Z_ONLY_STEPS if iters > Z_ONLY_STEPS else 0)
-        w = np.array([mloss1_weight, mloss2_weight, zprior_weight, weight], np.float32)
-        x, loss = self._solve(tf.constant(a), tf.constant(y), tf.constant(z0), tf.constant(w),
-                              tf.constant(z_only, tf.int32), tf.constant(iters, tf.int32),
-                              tf.constant(learning_rate, tf.float32))
-        return np.clip(x.numpy(), 0.0, 1.0), loss.numpy()
+        """The full budget (every restart runs ``iters`` steps): x_hat [B, 784] and its total loss [B]."""
+        x, outcome = self.solve_scheduled(a, y, z0, weight, zprior_weight, learning_rate, schedule.Schedule(iters),
+                                          mloss1_weight, mloss2_weight)
+        return x, outcome.loss
+
+
+def z_only_steps(weight: float, iters: int) -> int:
+    """Steps that move z alone: all of them without the nu penalty (plain CSGM), else the authors'
+    warm start when the budget exceeds it."""
+    if weight == 0:
+        return iters
+    return Z_ONLY_STEPS if iters > Z_ONLY_STEPS else 0

@@ -25,7 +25,7 @@ from csgm.checkpoint import CheckpointError, CheckpointStore
 from csgm.config import RecoveryConfig
 from csgm.data import DataError, Dataset, load_dataset
 from csgm.estimators import CsgmSolver
-from csgm.model import VAE, use_xla
+from csgm.model import VAE, use_xla, use_xla_for_recovery
 from csgm.precision import DynamicLossScale
 from csgm.recovery import BASELINES, RecoveryRunner, UnitStore, plan, shard
 from csgm.report import MissingUnits, write_report
@@ -99,7 +99,7 @@ def recover_stage(spec: JobSpec, data: Dataset, backend: Backend, trained: Optio
     units = plan(rec, len(data.heldout))
     mine = shard(units, rec, backend.rank, backend.size)
     solver = (CsgmSolver(generator[0], graph_precision(rec.precision, spec.devices.type),
-                         use_xla(spec.devices.type, rec.precision))
+                         use_xla_for_recovery(spec.devices.type))
               if generator else None)
     began = time.monotonic()
 

@@ -84,6 +84,16 @@ def test_stopping_is_per_image_and_retires_finished_images() -> None:
     assert out.computed_row_steps < R * B * 1000
 
 
+def test_no_image_stops_before_stop_from() -> None:
+    """Sparse-Gen's objective changes when nu starts moving: settled images wait for that phase."""
+    state, per_image = _problem(2)
+    per_image["tau"][:] = 10.0   # every image settles at once
+    plan = Schedule(1000, stop_window=50, stop_tol=1e-3, stop_from=300)
+    assert plan.boundaries(R)[0] == 300
+    out = schedule.run(plan, state, per_image, _advance([]))
+    assert (out.steps == 350).all()   # first check at 300 records, the one at 350 may stop
+
+
 @pytest.mark.parametrize("part", [[0], [3, 7], [8, 2, 5]])
 def test_result_of_an_image_does_not_depend_on_its_batch(part) -> None:
     state, per_image = _problem(3)

@@ -68,6 +68,23 @@ def test_sparse_deviation_from_the_range_is_recovered(small_vae: VAE, solver: sp
     assert x_sg.min() >= 0.0 and x_sg.max() <= 1.0
 
 
+def test_scheduled_sparse_gen_prunes_in_the_z_phase_and_stops_only_after_nu_moves(
+        small_vae: VAE, solver: sparse_gen.SparseGenSolver) -> None:
+    """The spec's schedule over the authors' budget: restarts are pruned while z moves alone, no
+    image is retired before nu has started (step 800), and the result stays in [0, 1]."""
+    exp = Experiment("gaussian", 50)
+    a = matrix(RecoveryConfig(), exp)
+    y = _generated(small_vae, 3, seed=6) @ a
+    z0 = np.random.default_rng(7).standard_normal((4, 3, K)).astype(np.float32)
+    plan = RecoveryConfig(prune_after=50, prune_keep=2, stop_window=50, stop_tol=0.5).schedule(1000)
+    x, outcome = solver.solve_scheduled(a, y, z0, 0.5, 0.1, 0.05, plan)
+    assert (outcome.steps >= 850).all()            # tolerance 0.5 would stop everything at step 100
+    assert (outcome.restart_steps < 4 * 1000).all()  # 4 -> 2 restarts from step 50
+    assert x.shape == (3, 784) and x.min() >= 0.0 and x.max() <= 1.0
+    full_x, full_loss = solver.solve(a, y, z0, 0.5, 0.1, 1000, 0.05)
+    assert np.isfinite(full_loss).all() and full_x.shape == x.shape
+
+
 def test_dct_basis_is_orthonormal() -> None:
     psi = baselines.dct_basis()
     np.testing.assert_allclose(psi @ psi.T, np.eye(784), atol=1e-10)
@@ -111,3 +128,16 @@ def test_generator_input_images_are_seeded_per_image(small_vae: VAE) -> None:
     z = input_latents(spec, np.arange(5), K)
     np.testing.assert_allclose(first, small_vae.decode(tf.constant(z)).numpy(), atol=1e-6)
     assert not np.allclose(input_latents(RecoveryConfig(input="generator", seed=5), np.arange(5), K), z)
+
+
+@pytest.mark.parametrize("method, m, expected", [
+    ("vae", 100, (1000, 2, 0.003)),
+    ("vae_reg_l1", 10, (1000, 2, 0.003)),
+    ("sparse_gen", 100, (1500, 3, 0.0)),   # the authors' budget, 3 restarts into the nu phase, no stop
+    ("sparse_gen", 500, (3000, 3, 0.0)),
+])
+def test_each_method_follows_its_schedule(method: str, m: int, expected) -> None:
+    from csgm.recovery import method_schedule
+
+    plan = method_schedule(RecoveryConfig(), method, m)
+    assert (plan.iters, plan.prune_keep, plan.stop_tol) == expected and plan.prune_after == 50
