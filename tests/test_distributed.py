@@ -131,11 +131,14 @@ def one_rank_heldout_error(tmp_path_factory: pytest.TempPathFactory) -> float:
     return _heldout_error(out)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_two_ranks_reach_the_heldout_error_of_one_rank(tmp_path: Path, backend: str,
-                                                       one_rank_heldout_error: float) -> None:
+def test_two_ranks_reach_the_heldout_error_of_one_rank(tmp_path: Path, one_rank_heldout_error: float) -> None:
     """Real training on the 4,000 sample digits, 100 epochs: per-device batch 100 on 2 ranks (half
-    the steps of 1 rank) ends within 5% of one rank's held-out autoencoding error."""
+    the steps of 1 rank) ends within 5% of one rank's held-out autoencoding error (40 or 60 epochs
+    are not enough: 12% and 8% apart). One backend: what differs between backends is the
+    all-reduce and the broadcast, which test_two_ranks_equal_one_rank_with_double_batch checks for
+    both to 1e-5 at every step, so a second 100-epoch run (2 minutes on the slower machine kind)
+    would test the same arithmetic again."""
+    backend = "tf"
     out = tmp_path / "two"
     result = run_launcher(SPEC, *sets(**CONVERGED, output_dir=out, backend=backend, devices__count=2,
                                       devices__threads=1, launch__port=free_port()), timeout=900)
