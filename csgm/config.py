@@ -81,6 +81,9 @@ class RecoveryConfig:
     zprior_weight: float = option(0.1, "weight of ||z||^2 in method vae_reg", min=0.0)
     lasso_alpha: float = option(0.1, "scikit-learn Lasso alpha (lasso, lasso_dct)", min=0.0, min_exclusive=True)
     omp_k: int = option(80, "non-zeros allowed to OMP (the reference's default; at most m)", min=1)
+    fresh_matrix: bool = option(False, "a new Gaussian A for every batch of images (seeded by the batch's first "
+                                "image), as the reference draws one per batch, so the SEM includes the "
+                                "operator's variance; false: one A per m for all images")
     gaussian_scale: str = option("unscaled", "'unscaled': A ~ N(0,1) as the reference code; "
                                  "'paper': A ~ N(0, 1/m^2) as the paper's text",
                                  choices=("unscaled", "paper"))

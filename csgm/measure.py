@@ -2,9 +2,10 @@
 
 Every operator is a dense matrix A of shape [784, m] acting on row images: y = x A + noise. That
 one form serves the CSGM loss and the Lasso baseline alike. Randomness is a pure function of
-named parts, never of batch or rank: A of (seed, experiment), an image's noise and its restarts'
-initial latents of (seed, experiment, image index). So an image's result does not depend on how
-the work was split.
+named parts, never of rank: A of (seed, experiment), or with ``fresh_matrix`` of (seed,
+experiment, the batch's first image); an image's noise and its restarts' initial latents of
+(seed, experiment, image index). So an image's result does not depend on how the work was split
+between ranks (with ``fresh_matrix`` it depends on ``batch_size``, which is part of the spec).
 """
 
 from __future__ import annotations
@@ -60,13 +61,16 @@ def inpaint_mask(size: int) -> np.ndarray:
     return mask.reshape(PIXELS)
 
 
-def matrix(spec: RecoveryConfig, exp: Experiment) -> np.ndarray:
-    """A [784, m]. Every column (a row of the reference's A) of superres, inpaint and project has
-    norm sqrt(784) = 28, the expected norm of an unscaled Gaussian one, as ``get_A_superres`` and
-    ``get_A_inpaint`` (project: inpaint of size 0) scale them in AshishBora/csgm ``src/utils.py``:
-    so every operator sees the same signal-to-noise against ``noise_std``."""
+def matrix(spec: RecoveryConfig, exp: Experiment, first: int = 0) -> np.ndarray:
+    """A [784, m] for the batch of images starting at index ``first`` (it matters only for a
+    Gaussian A with ``fresh_matrix``: the reference draws one per batch). Every column (a row of
+    the reference's A) of superres, inpaint and project has norm sqrt(784) = 28, the expected
+    norm of an unscaled Gaussian one, as ``get_A_superres`` and ``get_A_inpaint`` (project:
+    inpaint of size 0) scale them in AshishBora/csgm ``src/utils.py``: so every operator sees
+    the same signal-to-noise against ``noise_std``."""
     if exp.measurement == "gaussian":
-        a = _rng(spec, exp, _MATRIX).standard_normal((PIXELS, exp.m))
+        parts = (_MATRIX, first) if spec.fresh_matrix else (_MATRIX,)
+        a = _rng(spec, exp, *parts).standard_normal((PIXELS, exp.m))
         if spec.gaussian_scale == "paper":
             a /= exp.m
     elif exp.measurement == "superres":

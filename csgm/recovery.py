@@ -128,14 +128,15 @@ class RecoveryRunner:
     def __init__(self, spec: RecoveryConfig, data: Dataset, solver: Optional[CsgmSolver], store: UnitStore,
                  rank: int = 0):
         self.spec, self.data, self.solver, self.store, self.rank = spec, data, solver, store, rank
-        self._matrices: Dict[measure.Experiment, np.ndarray] = {}
+        self._matrices: Dict[Tuple[measure.Experiment, int], np.ndarray] = {}
         self._sparse: Optional[sparse_gen.SparseGenSolver] = None
 
     def run_unit(self, unit: Unit) -> None:
         spec, exp = self.spec, unit.experiment
-        if exp not in self._matrices:
-            self._matrices[exp] = measure.matrix(spec, exp)
-        a = self._matrices[exp]
+        key = (exp, unit.first if spec.fresh_matrix else 0)
+        if key not in self._matrices:
+            self._matrices[key] = measure.matrix(spec, exp, key[1])
+        a = self._matrices[key]
         index = np.arange(unit.first, unit.stop)
         x = self.originals(index)
         y = x @ a + measure.noise(spec, exp, index)

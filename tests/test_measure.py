@@ -140,6 +140,19 @@ def test_gaussian_independent_of_other_settings() -> None:
     np.testing.assert_array_equal(matrix(other, exp), base)
 
 
+def test_fresh_matrix_is_one_draw_per_batch() -> None:
+    """fresh_matrix: a new Gaussian A per batch (by its first image), the same for a batch
+    whatever else runs; off, the batch does not matter. Fixed operators never change."""
+    exp = Experiment("gaussian", 50)
+    fresh = spec(fresh_matrix=True)
+    first, second = matrix(fresh, exp, 0), matrix(fresh, exp, 50)
+    assert abs(np.corrcoef(first.ravel(), second.ravel())[0, 1]) < 0.05
+    np.testing.assert_array_equal(matrix(fresh, exp, 50), second)
+    np.testing.assert_array_equal(matrix(spec(), exp, 50), matrix(spec(), exp, 0))
+    superres = Experiment("superres", 49)
+    np.testing.assert_array_equal(matrix(fresh, superres, 50), matrix(spec(), superres, 0))
+
+
 # The reference (AshishBora/csgm src/utils.py get_A_superres, get_A_inpaint; project is inpaint of
 # size 0) scales every row of its A [m, 784], a column of ours, to squared norm n_input = 784.
 ALL_KINDS = [("gaussian", 100, dict()), ("superres", 49, dict(superres_factor=4)),
