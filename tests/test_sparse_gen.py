@@ -141,3 +141,19 @@ def test_each_method_follows_its_schedule(method: str, m: int, expected) -> None
 
     plan = method_schedule(RecoveryConfig(), method, m)
     assert (plan.iters, plan.prune_keep, plan.stop_tol) == expected and plan.prune_after == 50
+
+
+def test_sparse_gen_runs_in_the_csgm_solvers_graph_precision(small_vae: VAE) -> None:
+    """On an NPU csgm's own graph is fp32 whatever recovery.precision says (csgm.ascend.graph_precision:
+    Ascend 910 has no bfloat16); Sparse-Gen must follow the CSGM solver, not the spec."""
+    from csgm.ascend import graph_precision
+    from csgm.recovery import RecoveryRunner, Unit
+
+    spec = RecoveryConfig(precision="mixed", restarts=2, prune_after=0, stop_tol=0.0)
+    runner = RecoveryRunner(spec, data=None, solver=CsgmSolver(small_vae, graph_precision("mixed", "npu")),
+                            store=None)
+    a = matrix(spec, Experiment("gaussian", 10))
+    z0 = np.random.default_rng(8).standard_normal((2, 1, K)).astype(np.float32)
+    x_hat, _, _ = runner._generative(Unit("gaussian", 10, "sparse_gen", 0, 1), a, _generated(small_vae, 1, 9) @ a, z0)
+    assert runner._sparse is not None and runner._sparse.dtype == tf.float32
+    assert x_hat.shape == (1, 784)
