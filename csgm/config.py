@@ -46,6 +46,12 @@ class TrainConfig:
     seed: int = option(0, "seed of weights, shuffling and the VAE's sampling noise", min=0)
     precision: str = option("fp32", "'mixed': bfloat16 compute with float32 weights",
                             choices=("fp32", "mixed"))
+    augment: str = option("none", "'affine': warp each training example a little (rotation, scale, shift) "
+                          "anew in every epoch, so a small data set overfits later (csgm/augment.py); "
+                          "validation and test images are never warped", choices=("none", "affine"))
+    augment_rotate: float = option(10.0, "largest rotation of train.augment, degrees", min=0.0)
+    augment_scale: float = option(0.1, "largest zoom of train.augment: between 1/(1+s) and 1+s", min=0.0, max=0.5)
+    augment_shift: float = option(1.0, "largest shift of train.augment along each axis, pixels", min=0.0)
     latent_dim: int = option(20, "size of the latent code z", min=1)
     hidden: int = option(500, "width of each of the two hidden layers", min=1)
     log_every: int = option(100, "steps between log lines", min=1)

@@ -26,12 +26,15 @@ class CheckpointError(ValueError):
 # The TrainConfig fields that change the weights; the others (epochs, log_every, checkpoint_every,
 # keep_checkpoints, resume) only change how long or how visibly training runs.
 WEIGHT_FIELDS = ("batch_size", "learning_rate", "seed", "precision", "latent_dim", "hidden")
+AUGMENT_FIELDS = ("augment", "augment_rotate", "augment_scale", "augment_shift")
 
 
 def training_inputs(train: TrainConfig, data: Union[DataConfig, str]) -> Dict[str, Any]:
     """What the weights depend on, as flat ``section.key`` -> value (the keys a user would --set).
     ``data`` is the data section, or for a library caller without one the data set's description."""
     inputs: Dict[str, Any] = {f"train.{name}": getattr(train, name) for name in WEIGHT_FIELDS}
+    if train.augment != "none":  # only then: checkpoints trained before augmentation existed keep their digest
+        inputs.update({f"train.{name}": getattr(train, name) for name in AUGMENT_FIELDS})
     if isinstance(data, str):
         inputs["data"] = data
     else:

@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from common.schema import SpecError
+from csgm import augment
 from csgm.backends import Backend
 from csgm.checkpoint import CheckpointError, CheckpointStore
 from csgm.config import DataConfig, TrainConfig
@@ -207,13 +208,15 @@ class Trainer:
         for epoch in range(start, spec.epochs):
             order = epoch_order(spec.seed, epoch, n)
             noise = epoch_noise(spec.seed, epoch, n, spec.latent_dim)
+            warps = None if spec.augment == "none" else augment.epoch_warps(
+                spec.seed, epoch, n, spec.augment_rotate, spec.augment_scale, spec.augment_shift)
             done = 0
             while done < per_epoch:
                 step = self.optimizer.steps_done
                 count = min(spec.log_every - step % spec.log_every, per_epoch - done)
                 idx = rank_batches(order, done, count, spec.batch_size, backend.rank, backend.size)
                 began = time.perf_counter()
-                loss = float(self._train_steps(Dataset.as_float(self.data.train[idx]), noise[idx]))
+                loss = float(self._train_steps(self._examples(idx, warps), noise[idx]))
                 seconds = time.perf_counter() - began
                 if not first_call:  # the first call includes tracing and compiling
                     timed_examples += count * global_batch
@@ -232,6 +235,13 @@ class Trainer:
         return TrainResult(epochs=spec.epochs, steps=steps, examples_per_sec=speed,
                            heldout_recon_mse=mse, final_loss=last_loss, selected_epoch=chosen[0],
                            validation_recon_mse=chosen[2], validation_images=len(self.data.validation))
+
+    def _examples(self, idx: np.ndarray, warps: Optional[np.ndarray]) -> np.ndarray:
+        """The training images of ``idx`` [steps, batch] as floats, warped when augmenting."""
+        images = Dataset.as_float(self.data.train[idx])
+        if warps is None:
+            return images
+        return augment.warp(images.reshape(idx.size, -1), warps[idx.ravel()]).reshape(images.shape)
 
     def _use_selected(self) -> None:
         """With a validation split: load the chosen epoch's weights for recovery. Rank 0 loads them

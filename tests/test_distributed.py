@@ -37,7 +37,8 @@ HAVE_HOROVOD = importlib.util.find_spec("horovod") is not None
 needs_horovod = pytest.mark.skipif(not HAVE_HOROVOD, reason="horovod not installed (make horovod)")
 BACKENDS = ["tf", pytest.param("horovod", marks=needs_horovod)]
 SPEC = "configs/smoke.yaml"
-TRAIN_ONLY = dict(stages="[train]", data__train_limit=480, train__epochs=2, train__log_every=5,
+# Augmented: each example's warp follows it to whichever rank trains it (csgm/augment.py).
+TRAIN_ONLY = dict(stages="[train]", data__train_limit=480, train__epochs=2, train__log_every=5, train__augment="affine",
                   devices__threads=1, launch__collective_timeout_s=60, launch__grace_period_s=2)
 
 

@@ -1,0 +1,61 @@
+"""Random small affine warps of the training digits (``train.augment: affine``).
+
+On the 4,700 sample digits the VAE overfits after about 7,000 steps (docs/science.md: the
+validation error bottoms at epoch 149 of the reference's 1,277), so the generator's range, the
+floor of every CSGM method's error, stays that of an early epoch. Warping each example a little
+differently in every epoch (rotation, scale, shift: the variation between writers) gives the
+generator more distinct digits to learn from without any data beyond the embedded ones.
+
+A warp is a pure function of (seed, epoch, example index), like the order and the VAE's noise
+(csgm/train.py), so N ranks see exactly what one process sees and a resumed run continues as an
+uninterrupted one would. Only training examples are warped: validation and test digits never are.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+SIDE = 28
+CENTRE = (SIDE - 1) / 2.0
+
+
+def epoch_warps(seed: int, epoch: int, n: int, rotate_deg: float, scale: float, shift: float) -> np.ndarray:
+    """Row i is example i's warp in this epoch: [n, 2, 3] maps an output pixel (row, col, 1),
+    centred on the image, to where it is sampled in the original digit."""
+    rng = np.random.default_rng([seed, epoch, 2])
+    angle = np.deg2rad(rng.uniform(-rotate_deg, rotate_deg, n))
+    zoom = np.exp(rng.uniform(-np.log1p(scale), np.log1p(scale), n))  # 1/(1+scale)..1+scale: shrink as often as grow
+    offset = rng.uniform(-shift, shift, (n, 2))
+    cos, sin = np.cos(angle) / zoom, np.sin(angle) / zoom
+    warps = np.empty((n, 2, 3), np.float64)
+    warps[:, 0, 0], warps[:, 0, 1], warps[:, 0, 2] = cos, -sin, offset[:, 0]
+    warps[:, 1, 0], warps[:, 1, 1], warps[:, 1, 2] = sin, cos, offset[:, 1]
+    return warps
+
+
+_ROWS, _COLS = (g.reshape(1, -1).astype(np.float32) - CENTRE
+                for g in np.meshgrid(np.arange(SIDE), np.arange(SIDE), indexing="ij"))
+PADDED = SIDE + 3  # one zero row/column before the image, two after: every neighbour read is inside
+
+
+def warp(images: np.ndarray, warps: np.ndarray) -> np.ndarray:
+    """float32 [k, 784] images warped by [k, 2, 3] (bilinear; outside the image is 0, the
+    background). The identity warp returns the images unchanged."""
+    k = len(images)
+    padded = np.zeros((k, PADDED, PADDED), np.float32)
+    padded[:, 1:SIDE + 1, 1:SIDE + 1] = images.reshape(k, SIDE, SIDE)
+    w = warps.astype(np.float32)[:, :, :, None]  # [k, 2, 3, 1] against pixels [1, 784]
+    index = np.arange(k, dtype=np.int32)[:, None] * (PADDED * PADDED)
+    fractions = []
+    for axis, stride in ((0, PADDED), (1, 1)):
+        src = w[:, axis, 0] * _ROWS + w[:, axis, 1] * _COLS + (w[:, axis, 2] + CENTRE)
+        # Clamping to [-1, SIDE] only moves samples that read zeros anyway onto other zeros.
+        np.clip(src, -1.0, float(SIDE), out=src)
+        base = np.floor(src)
+        fractions.append(src - base)
+        index = index + (base.astype(np.int32) + 1) * stride
+    fr, fc = fractions
+    flat = padded.reshape(-1)
+    top = np.take(flat, index) * (1 - fc) + np.take(flat, index + 1) * fc
+    bottom = np.take(flat, index + PADDED) * (1 - fc) + np.take(flat, index + PADDED + 1) * fc
+    return top * (1 - fr) + bottom * fr
