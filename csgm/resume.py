@@ -26,6 +26,7 @@ class CheckpointError(ValueError):
 # The TrainConfig fields that change the weights; the others (epochs, log_every, checkpoint_every,
 # keep_checkpoints, resume) only change how long or how visibly training runs.
 WEIGHT_FIELDS = ("batch_size", "learning_rate", "seed", "precision", "latent_dim", "hidden")
+_UNSET = object()
 AUGMENT_FIELDS = ("augment", "augment_rotate", "augment_scale", "augment_shift")
 
 
@@ -102,8 +103,12 @@ def decide(folder: Path, inputs: Dict[str, Any], mode: str = "auto") -> Decision
                                                 "older version)",))
     if meta.get("digest") == digest(inputs) and recorded == inputs:
         return Decision("resume", path, epoch)
-    diffs = tuple(f"{key}: {recorded.get(key)!r} in the checkpoint, {inputs.get(key)!r} now"
-                  for key in sorted(set(recorded) | set(inputs)) if recorded.get(key) != inputs.get(key))
+    def shown(values: Dict[str, Any], key: str) -> str:  # an absent key is a setting added since (default)
+        return repr(values[key]) if key in values else "unset"
+
+    diffs = tuple(f"{key}: {shown(recorded, key)} in the checkpoint, {shown(inputs, key)} now"
+                  for key in sorted(set(recorded) | set(inputs))
+                  if recorded.get(key, _UNSET) != inputs.get(key, _UNSET))
     return Decision("refuse", path, epoch, diffs)
 
 

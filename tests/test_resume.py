@@ -49,7 +49,7 @@ def run(trained: Path, tmp_path: Path) -> Path:
     (dict(learning_rate=0.01), "train.learning_rate: 0.001 in the checkpoint, 0.01 now"),
     (dict(seed=7), "train.seed: 0 in the checkpoint, 7 now"),
     (dict(hidden=16), "train.hidden: 32 in the checkpoint, 16 now"),
-    (dict(augment="affine"), "train.augment"),
+    (dict(augment="affine"), "train.augment: unset in the checkpoint, 'affine' now"),
 ])
 def test_other_settings_are_refused_with_the_keys_and_the_ways_out(run: Path, data: Dataset, changes: dict,
                                                                    key: str) -> None:
