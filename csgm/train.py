@@ -205,27 +205,30 @@ class Trainer:
         if start < spec.epochs:
             log.info("training epochs %d..%d: %d steps per epoch, global batch %d (%d per rank x %d)",
                      start, spec.epochs - 1, per_epoch, global_batch, spec.batch_size, backend.size)
-        for epoch in range(start, spec.epochs):
-            order = epoch_order(spec.seed, epoch, n)
-            noise = epoch_noise(spec.seed, epoch, n, spec.latent_dim)
-            warps = None if spec.augment == "none" else augment.epoch_warps(
-                spec.seed, epoch, n, spec.augment_rotate, spec.augment_scale, spec.augment_shift)
-            done = 0
-            while done < per_epoch:
-                step = self.optimizer.steps_done
-                count = min(spec.log_every - step % spec.log_every, per_epoch - done)
-                idx = rank_batches(order, done, count, spec.batch_size, backend.rank, backend.size)
-                began = time.perf_counter()
-                loss = float(self._train_steps(self._examples(idx, warps), noise[idx]))
-                seconds = time.perf_counter() - began
-                if not first_call:  # the first call includes tracing and compiling
-                    timed_examples += count * global_batch
-                    timed_seconds += seconds
-                first_call, last_loss, done = False, loss, done + count
-                self._log_overflows()
-                self._log_step(step + count, loss, count * global_batch / seconds, seconds / count,
-                               epoch, done, per_epoch)
-            self._end_epoch(epoch, last_loss)
+        examples = self._epoch_examples(per_epoch)
+        try:
+            for epoch in range(start, spec.epochs):
+                order = epoch_order(spec.seed, epoch, n)
+                noise = epoch_noise(spec.seed, epoch, n, spec.latent_dim)
+                images = examples(epoch, spec.epochs - 1)   # [per_epoch, batch, 784]
+                done = 0
+                while done < per_epoch:
+                    step = self.optimizer.steps_done
+                    count = min(spec.log_every - step % spec.log_every, per_epoch - done)
+                    idx = rank_batches(order, done, count, spec.batch_size, backend.rank, backend.size)
+                    began = time.perf_counter()
+                    loss = float(self._train_steps(images[done:done + count], noise[idx]))
+                    seconds = time.perf_counter() - began
+                    if not first_call:  # the first call includes tracing and compiling
+                        timed_examples += count * global_batch
+                        timed_seconds += seconds
+                    first_call, last_loss, done = False, loss, done + count
+                    self._log_overflows()
+                    self._log_step(step + count, loss, count * global_batch / seconds, seconds / count,
+                                   epoch, done, per_epoch)
+                self._end_epoch(epoch, last_loss)
+        finally:
+            examples.close()
         steps = self.optimizer.steps_done
         self._use_selected()
         mse = heldout_recon_mse(self.model, self.data.heldout, spec.seed)
@@ -236,12 +239,18 @@ class Trainer:
                            heldout_recon_mse=mse, final_loss=last_loss, selected_epoch=chosen[0],
                            validation_recon_mse=chosen[2], validation_images=len(self.data.validation))
 
-    def _examples(self, idx: np.ndarray, warps: Optional[np.ndarray]) -> np.ndarray:
-        """The training images of ``idx`` [steps, batch] as floats, warped when augmenting."""
-        images = Dataset.as_float(self.data.train[idx])
-        if warps is None:
-            return images
-        return augment.warp(images.reshape(idx.size, -1), warps[idx.ravel()]).reshape(images.shape)
+    def _epoch_examples(self, per_epoch: int) -> augment.EpochExamples:
+        spec, backend, n = self.spec, self.backend, len(self.data.train)
+
+        def indices(epoch: int) -> np.ndarray:
+            return rank_batches(epoch_order(spec.seed, epoch, n), 0, per_epoch, spec.batch_size,
+                                backend.rank, backend.size)
+
+        def warps(epoch: int) -> np.ndarray:
+            return augment.epoch_warps(spec.seed, epoch, n, spec.augment_rotate, spec.augment_scale,
+                                       spec.augment_shift)
+
+        return augment.EpochExamples(self.data.train, indices, None if spec.augment == "none" else warps)
 
     def _use_selected(self) -> None:
         """With a validation split: load the chosen epoch's weights for recovery. Rank 0 loads them

@@ -55,3 +55,22 @@ def test_epoch_warps_are_pure_bounded_and_vary_by_epoch() -> None:
 
 def test_zero_magnitudes_leave_images_unchanged() -> None:
     np.testing.assert_array_equal(warp(IMAGES, epoch_warps(0, 0, len(IMAGES), 0.0, 0.0, 0.0)), IMAGES)
+
+
+def test_epoch_examples_prefetch_gives_what_a_direct_warp_gives() -> None:
+    from csgm.augment import EpochExamples
+
+    pixels = (RNG.random((12, 784)) * 255).astype(np.uint8)
+    order = {e: np.random.default_rng(e).permutation(12)[:8].reshape(2, 4) for e in range(3)}
+    warps = {e: epoch_warps(0, e, 12, 10.0, 0.1, 1.0) for e in range(3)}
+    examples = EpochExamples(pixels, order.__getitem__, warps.__getitem__)
+    try:
+        for epoch in range(3):   # epochs 1 and 2 come from the worker thread
+            got = examples(epoch, last=2)
+            idx = order[epoch]
+            direct = warp(pixels[idx.ravel()].astype(np.float32) / 255, warps[epoch][idx.ravel()])
+            np.testing.assert_array_equal(got, direct.reshape(2, 4, 784))
+    finally:
+        examples.close()
+    plain = EpochExamples(pixels, order.__getitem__, None)(1, last=2)
+    np.testing.assert_array_equal(plain, pixels[order[1]].astype(np.float32) / 255)
