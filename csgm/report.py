@@ -138,6 +138,8 @@ def _fmt(value: Any, spec: str) -> str:
 
 
 def _selection(train: Dict[str, Any]) -> str:
+    if not train:  # recover-only run in a folder whose training did not finish: no metrics to say
+        return "n/a (no train_metrics.json; the recovery log names the generator's checkpoint)"
     if train.get("selected_epoch") is None:
         return "the last (no validation split)"
     return (f"{train['selected_epoch']}, chosen on {train.get('validation_images')} validation images "

@@ -217,3 +217,15 @@ def test_more_recovery_images_than_held_out_is_one_line_error(tmp_path: Path) ->
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip() == ("error: job spec: recovery.images: 2000 but only 1000 held-out images exist. "
                                      "Lower recovery.images or raise data.heldout")
+
+
+@pytest.mark.parametrize("train, expected", [
+    ({}, "n/a (no train_metrics.json"),           # recover-only, its training never finished
+    ({"epochs": 3, "selected_epoch": None}, "the last (no validation split)"),
+    ({"selected_epoch": 4, "validation_images": 50, "validation_recon_mse": 0.02},
+     "4, chosen on 50 validation images (their autoencoding error 0.02000)"),
+])
+def test_report_says_which_epoch_recovery_used(train: dict, expected: str) -> None:
+    from csgm.report import _selection
+
+    assert _selection(train).startswith(expected)
