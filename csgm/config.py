@@ -105,11 +105,11 @@ class RecoveryConfig:
                               "steps keeps the better half of an image's restarts by total loss; 0: never",
                               min=0)
     prune_keep: int = option(2, "restarts per image that pruning keeps to the end", min=1)
-    small_m: int = option(40, "below this many measurements pruning keeps prune_keep_small_m restarts: "
-                          "with m near the latent size an image's early losses rank its restarts less "
-                          "reliably (measured at m = 25, docs/benchmarks.md)", min=0)
-    prune_keep_small_m: int = option(3, "restarts per image that pruning keeps to the end when m < small_m",
-                                     min=1)
+    small_m: int = option(40, "below this many measurements pruning keeps at least prune_keep_small_m "
+                          "restarts: with m near the latent size an image's early losses rank its restarts "
+                          "less reliably (measured at m = 10 and 25, docs/benchmarks.md)", min=0)
+    prune_keep_small_m: int = option(5, "restarts per image that pruning keeps to the end when m < small_m "
+                                     "(every method, Sparse-Gen included)", min=1)
     stop_window: int = option(50, "steps between an image's convergence checks", min=1)
     stop_tol: float = option(3e-3, "an image stops once its best total loss improved by less than this "
                              "fraction over the last stop_window steps; 0: never stop early", min=0.0)

@@ -65,15 +65,18 @@ class Unit:
 
 
 def method_schedule(spec: RecoveryConfig, method: str, m: int) -> Schedule:
-    """Where a generative method's steps go: the spec's schedule over ``recovery.iters``, keeping
-    ``prune_keep_small_m`` restarts below ``small_m`` measurements; for Sparse-Gen over its authors'
-    budget for m, keeping ``sparse_gen_keep`` restarts, without early stopping (measured,
-    docs/benchmarks.md: with 2 restarts or with stopping its error moved by more than one SEM at
-    m = 10 and m = 500, and VAE+Reg's by +1.02 at m = 25 with 2)."""
-    if method != "sparse_gen":
+    """Where a generative method's steps go: the spec's schedule over ``recovery.iters``; for
+    Sparse-Gen over its authors' budget for m, keeping ``sparse_gen_keep`` restarts, without early
+    stopping; below ``small_m`` measurements every method keeps at least ``prune_keep_small_m``.
+    Measured (docs/benchmarks.md): with fewer, Sparse-Gen's error moved by more than one SEM at
+    m = 10, 25 and 500, and VAE+Reg's at m = 25."""
+    if method == "sparse_gen":
+        plan = replace(spec.schedule(sparse_gen.settings_for(m).iters), prune_keep=spec.sparse_gen_keep, stop_tol=0.0)
+    else:
         plan = spec.schedule()
-        return replace(plan, prune_keep=spec.prune_keep_small_m) if m < spec.small_m else plan
-    return replace(spec.schedule(sparse_gen.settings_for(m).iters), prune_keep=spec.sparse_gen_keep, stop_tol=0.0)
+    if m < spec.small_m:
+        plan = replace(plan, prune_keep=max(plan.prune_keep, spec.prune_keep_small_m))
+    return plan
 
 
 def plan(spec: RecoveryConfig, n_available: int) -> List[Unit]:
