@@ -120,17 +120,28 @@ def _read_yaml(path: Path) -> Any:
                         "Fix the YAML syntax (indentation, ':' after keys, quotes, each key once)") from None
 
 
+def _yaml_value(raw: str) -> Any:
+    try:
+        return yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        return None
+
+
 def parse_override(text: str) -> Tuple[str, Any]:
     """'train.epochs=2' -> ('train.epochs', 2); the value is read as YAML ('[25,100]' is a list)."""
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key:
         raise SpecError("--set", text, "expected key.path=value", "Write e.g. --set train.epochs=2")
-    leaves = {p for p, _ in known_paths(JobSpec)}
+    fields = dict(known_paths(JobSpec))
+    leaves = set(fields)
     inside = sorted(p for p in leaves if p.startswith(key + "."))
     if key not in leaves and inside:
+        # The example is a key whose default has the type of the value given, if there is one.
+        given = type(_yaml_value(raw))
+        example = next((p for p in inside if type(fields[p].default) is given), inside[0])
         raise SpecError("--set", key, f"is a section, not a value; its keys are {', '.join(inside)}",
-                        f"Set one of them, e.g. --set {inside[0]}={raw.strip() or '...'}")
+                        f"Set one of them, e.g. --set {example}={raw.strip() or '...'}")
     if key not in leaves:
         near = difflib.get_close_matches(key, sorted(leaves), n=1)
         hint = f"Did you mean {near[0]!r}? " if near else ""

@@ -240,7 +240,7 @@ def test_good_override(tmp_path: Path, text: str, overrides: Sequence[str], ok) 
 BAD_OVERRIDES = [
     pytest.param(["trian.epochs=2"],
                  r"^--set: trian\.epochs: unknown key\. Did you mean 'train\.epochs'\?", id="unknown-key"),
-    pytest.param(["train=3"], r"^--set: train: is a section, not a value; its keys are train.batch_size, "
+    pytest.param(["train=3"], r"^--set: train: is a section, not a value; its keys are train.augment, "
                  r".*train.seed\. Set one of them, e.g. --set train.batch_size=3$", id="section-not-leaf"),
     pytest.param(["devices=3"], r"^--set: devices: is a section, not a value; its keys are devices.count, "
                  r"devices.threads, devices.type\. Set one of them, e.g. --set devices.count=3$", id="devices-section"),
