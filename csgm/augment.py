@@ -14,9 +14,11 @@ uninterrupted one would. Only training examples are warped: validation and test 
 from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
+
+from csgm.data import Dataset
 
 SIDE = 28
 CENTRE = (SIDE - 1) / 2.0
@@ -65,10 +67,11 @@ def warp(images: np.ndarray, warps: np.ndarray) -> np.ndarray:
 
 
 class EpochExamples:
-    """One rank's training examples of each epoch as float32 [steps, batch, 784], in step order,
-    warped when augmenting. While an epoch trains, the next one's are prepared on a worker thread
-    (numpy's array work releases the GIL): on a host with cores to spare, as an Ascend server's,
-    the warps cost no step time; on this 2-core machine they partly overlap the step."""
+    """One rank's training examples of each epoch, in step order: their indices [steps, batch] and
+    the images as float32 [steps, batch, 784], warped when augmenting. While an epoch trains, the
+    next one's are prepared on a worker thread (numpy's array work releases the GIL): on a host
+    with cores to spare, as an Ascend server's, the warps cost no step time; on this 2-core
+    machine they partly overlap the step."""
 
     def __init__(self, images: np.ndarray, indices: Callable[[int], np.ndarray],
                  warps: Optional[Callable[[int], np.ndarray]]):
@@ -76,16 +79,16 @@ class EpochExamples:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="augment") if warps else None
         self._ahead: Dict[int, Future] = {}
 
-    def _prepare(self, epoch: int) -> np.ndarray:
+    def _prepare(self, epoch: int) -> Tuple[np.ndarray, np.ndarray]:
         idx = self._indices(epoch)
-        examples = self._images[idx].astype(np.float32) / 255.0
+        examples = Dataset.as_float(self._images[idx])
         if self._warps is None:
-            return examples
+            return idx, examples
         flat = examples.reshape(idx.size, -1)
-        return warp(flat, self._warps(epoch)[idx.ravel()]).reshape(examples.shape)
+        return idx, warp(flat, self._warps(epoch)[idx.ravel()]).reshape(examples.shape)
 
-    def __call__(self, epoch: int, last: int) -> np.ndarray:
-        """Epoch ``epoch``'s examples; starts preparing the next one unless ``epoch`` is ``last``."""
+    def __call__(self, epoch: int, last: int) -> Tuple[np.ndarray, np.ndarray]:
+        """Epoch ``epoch``'s (indices, images); starts preparing the next one unless ``epoch`` is ``last``."""
         if self._pool is None:
             return self._prepare(epoch)
         pending = self._ahead.pop(epoch, None) or self._pool.submit(self._prepare, epoch)

@@ -26,8 +26,8 @@ class CheckpointError(ValueError):
 # The TrainConfig fields that change the weights; the others (epochs, log_every, checkpoint_every,
 # keep_checkpoints, resume) only change how long or how visibly training runs.
 WEIGHT_FIELDS = ("batch_size", "learning_rate", "seed", "precision", "latent_dim", "hidden")
-_UNSET = object()
 AUGMENT_FIELDS = ("augment", "augment_rotate", "augment_scale", "augment_shift")
+_UNSET = object()  # a key one side never recorded, unequal to any value
 
 
 def training_inputs(train: TrainConfig, data: Union[DataConfig, str]) -> Dict[str, Any]:

@@ -208,16 +208,14 @@ class Trainer:
         examples = self._epoch_examples(per_epoch)
         try:
             for epoch in range(start, spec.epochs):
-                order = epoch_order(spec.seed, epoch, n)
                 noise = epoch_noise(spec.seed, epoch, n, spec.latent_dim)
-                images = examples(epoch, spec.epochs - 1)   # [per_epoch, batch, 784]
+                idx, images = examples(epoch, spec.epochs - 1)   # [per_epoch, batch] and [..., 784]
                 done = 0
                 while done < per_epoch:
                     step = self.optimizer.steps_done
                     count = min(spec.log_every - step % spec.log_every, per_epoch - done)
-                    idx = rank_batches(order, done, count, spec.batch_size, backend.rank, backend.size)
                     began = time.perf_counter()
-                    loss = float(self._train_steps(images[done:done + count], noise[idx]))
+                    loss = float(self._train_steps(images[done:done + count], noise[idx[done:done + count]]))
                     seconds = time.perf_counter() - began
                     if not first_call:  # the first call includes tracing and compiling
                         timed_examples += count * global_batch

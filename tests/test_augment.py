@@ -66,11 +66,11 @@ def test_epoch_examples_prefetch_gives_what_a_direct_warp_gives() -> None:
     examples = EpochExamples(pixels, order.__getitem__, warps.__getitem__)
     try:
         for epoch in range(3):   # epochs 1 and 2 come from the worker thread
-            got = examples(epoch, last=2)
-            idx = order[epoch]
+            idx, got = examples(epoch, last=2)
+            np.testing.assert_array_equal(idx, order[epoch])
             direct = warp(pixels[idx.ravel()].astype(np.float32) / 255, warps[epoch][idx.ravel()])
             np.testing.assert_array_equal(got, direct.reshape(2, 4, 784))
     finally:
         examples.close()
-    plain = EpochExamples(pixels, order.__getitem__, None)(1, last=2)
+    _, plain = EpochExamples(pixels, order.__getitem__, None)(1, last=2)
     np.testing.assert_array_equal(plain, pixels[order[1]].astype(np.float32) / 255)
