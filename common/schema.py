@@ -39,12 +39,21 @@ def option(default: Any, help: str, *, choices: Optional[Sequence[Any]] = None,
     return dataclasses.field(default=default, metadata=meta)
 
 
+def _origin(tp: Any) -> Any:
+    """typing.get_origin without Python 3.8: List[int] -> list, Optional[int] -> Union (3.7 too)."""
+    return getattr(tp, "__origin__", None)
+
+
+def _args(tp: Any) -> Tuple[Any, ...]:
+    return tuple(getattr(tp, "__args__", None) or ())
+
+
 def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
+    origin = _origin(tp)
     if origin in (tuple, list):
-        return "a list of " + _type_name(typing.get_args(tp)[0]) + "s"
+        return "a list of " + _type_name(_args(tp)[0]) + "s"
     if origin is typing.Union:
-        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        inner = [a for a in _args(tp) if a is not type(None)]
         return _type_name(inner[0]) + " or null"
     return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
         tp, getattr(tp, "__name__", str(tp)))
@@ -72,14 +81,14 @@ def _scalar(value: Any, tp: Any, source: str, path: str) -> Any:
 
 
 def _value(value: Any, tp: Any, source: str, path: str) -> Any:
-    origin = typing.get_origin(tp)
+    origin = _origin(tp)
     if origin is typing.Union:  # Optional[X]
         if value is None:
             return None
-        inner = [a for a in typing.get_args(tp) if a is not type(None)][0]
+        inner = [a for a in _args(tp) if a is not type(None)][0]
         return _value(value, inner, source, path)
     if origin is tuple:
-        item_tp = typing.get_args(tp)[0]
+        item_tp = _args(tp)[0]
         if not isinstance(value, list):
             value = [value]  # a single item where a list is expected: accept it as a list of one
         if not value:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import threading
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from rank_table import RankTable
 
@@ -23,7 +23,7 @@ IDENTITY_KEYS = ("HOROVOD_HOSTNAME", "HOROVOD_RANK", "HOROVOD_SIZE", "HOROVOD_LO
                  "HOROVOD_GLOO_IFACE", "HOROVOD_GLOO_TIMEOUT_SECONDS")
 
 
-def cross_ranks(table: RankTable, server_index: int, local_rank: int) -> tuple[int, int]:
+def cross_ranks(table: RankTable, server_index: int, local_rank: int) -> Tuple[int, int]:
     """Horovod's cross rank and size: among the servers that have a ``local_rank``-th device."""
     having = [i for i, s in enumerate(table.servers) if len(s.devices) > local_rank]
     return having.index(server_index), len(having)

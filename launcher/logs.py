@@ -11,9 +11,8 @@ import collections
 import re
 import threading
 import time
-from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
-from typing import IO, Callable, TextIO
+from typing import IO, Callable, Collection, Deque, Iterable, Mapping, Optional, TextIO
 
 TAIL_LINES = 20  # how many of a worker's last lines are kept for the failure summary
 
@@ -58,14 +57,14 @@ class Console:
     def __init__(
         self,
         stream: TextIO,
-        ranks: Collection[int] | None = None,
-        on_line: Callable[[int, str], None] | None = None,
+        ranks: Optional[Collection[int]] = None,
+        on_line: Optional[Callable[[int, str], None]] = None,
     ) -> None:
         self._stream = stream
         self._ranks = None if ranks is None else frozenset(ranks)
         self._on_line = on_line
         self._lock = threading.Lock()
-        self.error: Exception | None = None
+        self.error: Optional[Exception] = None
 
     def line(self, rank: int, text: str) -> None:
         with self._lock:
@@ -105,7 +104,7 @@ class LogPump(threading.Thread):
         self._log = log
         self._console = console
         self.last_output = time.monotonic()
-        self.tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+        self.tail: Deque[str] = collections.deque(maxlen=TAIL_LINES)
 
     def run(self) -> None:
         with self._log, self._pipe:

@@ -30,7 +30,7 @@ from rank_table.devices import DeviceMapError, check_chip
 log = logging.getLogger("launcher")
 
 
-def resolve_table(spec: JobSpec, table_path: Optional[str]) -> tuple[rank_table.RankTable, Path]:
+def resolve_table(spec: JobSpec, table_path: Optional[str]) -> Tuple[rank_table.RankTable, Path]:
     """The rank table (waiting while it is 'initializing'), or a loopback one for CPU/GPU ranks."""
     if table_path is None:
         if spec.devices.type == "npu":

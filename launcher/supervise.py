@@ -29,14 +29,20 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import (
     Any,
     Callable,
+    Collection,
+    Dict,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
     TextIO,
+    Tuple,
 )
 
 from common.files import atomic_write_json
@@ -57,9 +63,9 @@ class WorkerSpec:
     """argv of the worker, never a shell string."""
     env: Mapping[str, str]
     """The complete environment of the worker (PYTHONUNBUFFERED=1 is added if missing)."""
-    cwd: str | None = None
+    cwd: Optional[str] = None
     """Working directory; None keeps the launcher's."""
-    heartbeat: Path | None = None
+    heartbeat: Optional[Path] = None
     """A file the worker touches while it is alive (job.worker does, every second). With a stall
     timeout, a worker counts as stalled only when neither its output nor this file moved: a rank
     blocked in a collective waiting for a frozen peer keeps beating, the frozen one does not."""
@@ -71,19 +77,19 @@ class WorkerFailure:
 
     rank: int
     pid: int
-    exitcode: int | None
+    exitcode: Optional[int]
     """The exit code; None if it died by a signal or was stopped for stalling."""
-    signal_name: str | None
+    signal_name: Optional[str]
     """"SIGSEGV", "SIGKILL", ... if it died by a signal."""
     reason: str
     """"exited with code 3", "killed by SIGSEGV", "made no progress for 60 s (no output)"."""
     log_path: Path
-    tail: tuple[str, ...]
+    tail: Tuple[str, ...]
     """The last lines of its log (up to 20)."""
     timestamp: float
     """time.time() when the supervisor detected the failure."""
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> Dict[str, Any]:
         data = asdict(self)
         data["log_path"] = str(self.log_path)
         data["tail"] = list(self.tail)
@@ -95,7 +101,7 @@ class RunResult:
     ok: bool
     attempts: int
     """How many attempts were started."""
-    failure: WorkerFailure | None
+    failure: Optional[WorkerFailure]
     """The root cause: the earliest failure of the last attempt (None when ok)."""
     log_dir: Path
     """The last attempt's log folder."""
@@ -193,8 +199,8 @@ class _Worker:
         self.pump.join(_PUMP_JOIN_S)
         return returncode
 
-    def failure(self, reason: str, exitcode: int | None = None,
-                signal_name: str | None = None) -> WorkerFailure:
+    def failure(self, reason: str, exitcode: Optional[int] = None,
+                signal_name: Optional[str] = None) -> WorkerFailure:
         return WorkerFailure(
             rank=self.spec.rank, pid=self.proc.pid, exitcode=exitcode, signal_name=signal_name,
             reason=reason, log_path=self.log_path, tail=tuple(self.pump.tail),
@@ -208,7 +214,7 @@ class _Worker:
         return self.failure(f"exited with code {returncode}", exitcode=returncode)
 
 
-def _root_cause_order(failure: WorkerFailure) -> tuple[int, int]:
+def _root_cause_order(failure: WorkerFailure) -> Tuple[int, int]:
     """Among failures seen in the same poll: a worker's own exit code first, then death by a
     signal (possibly sent from outside), then a stall; ties go to the lowest rank."""
     if failure.exitcode is not None:
@@ -223,7 +229,7 @@ class WorkerGroup:
         self.specs = specs
         self.log_dir = log_dir
         self.console = console
-        self.workers: list[_Worker] = []
+        self.workers: List[_Worker] = []
 
     def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -231,10 +237,10 @@ class WorkerGroup:
             log_path = self.log_dir / rank_log_name(spec.rank)
             self.workers.append(_Worker(spec, log_path, self.console))
 
-    def live(self) -> list[_Worker]:
+    def live(self) -> List[_Worker]:
         return [w for w in self.workers if not w.reaped]
 
-    def poll(self, stall_timeout_s: float | None) -> tuple[bool, list[WorkerFailure]]:
+    def poll(self, stall_timeout_s: Optional[float]) -> Tuple[bool, List[WorkerFailure]]:
         """Reap the workers that exited; return (all exited 0, failures seen, root cause first)."""
         failures = []
         now = time.monotonic()
@@ -274,10 +280,10 @@ class _SignalTrap:
     another thread the trap does nothing and signals are the caller's business."""
 
     def __init__(self) -> None:
-        self.signum: int | None = None
+        self.signum: Optional[int] = None
         self.count = 0
         self.wake = threading.Event()
-        self._previous: dict[int, Any] = {}
+        self._previous: Dict[int, Any] = {}
 
     def install(self) -> None:
         if threading.current_thread() is threading.main_thread():
@@ -298,8 +304,8 @@ class _SignalTrap:
 
 
 def _run_attempt(group: WorkerGroup, trap: _SignalTrap, grace_s: float,
-                 stall_timeout_s: float | None, poll_s: float) -> WorkerFailure | None:
-    failures: list[WorkerFailure] = []
+                 stall_timeout_s: Optional[float], poll_s: float) -> Optional[WorkerFailure]:
+    failures: List[WorkerFailure] = []
     try:
         group.start()
         while trap.signum is None and group.console.error is None:
@@ -332,10 +338,10 @@ def run(
     *,
     max_restarts: int = 0,
     grace_s: float = 5.0,
-    console_ranks: Collection[int] | None = None,
-    stall_timeout_s: float | None = None,
-    on_line: Callable[[int, str], None] | None = None,
-    console: TextIO | None = None,
+    console_ranks: Optional[Collection[int]] = None,
+    stall_timeout_s: Optional[float] = None,
+    on_line: Optional[Callable[[int, str], None]] = None,
+    console: Optional[TextIO] = None,
     poll_s: float = 0.1,
 ) -> RunResult:
     """Run `workers` to completion, restarting all of them after a failure up to `max_restarts`

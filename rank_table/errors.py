@@ -1,4 +1,4 @@
-# Typing generics (Tuple) on purpose: the project targets Python 3.9.
+# Typing generics (Tuple) on purpose: a rank runs on Python 3.7 (CANN images).
 """Exceptions raised for bad rank tables and bad device address sources.
 
 Every message has the same shape, so a user can act on one line::

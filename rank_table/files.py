@@ -1,4 +1,4 @@
-# Typing generics (Optional, Union) on purpose: the project targets Python 3.9.
+# Typing generics (Optional, Union) on purpose: a rank runs on Python 3.7 (CANN images).
 """Reading, waiting for and writing rank table files."""
 
 from __future__ import annotations
