@@ -1,6 +1,7 @@
 """Checkpoints that are either complete or absent.
 
-Each checkpoint is a folder ``epoch-00042/`` holding TensorFlow's checkpoint files and
+Each checkpoint is a folder ``epoch-00042/`` (or, stopped on SIGTERM inside epoch 42 after global step
+123, ``epoch-00042-step-000000123/``) holding TensorFlow's checkpoint files and
 ``meta.json`` (epoch, step, model shape, the inputs of csgm.resume and their digest, resolved
 spec). It is written under a temporary name and renamed into place only when complete, so a crash
 mid-write leaves nothing that could be loaded.
@@ -17,7 +18,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import tensorflow as tf
 
 from common.files import atomic_write_json
-from csgm.resume import PREFIX, CheckpointError, complete_checkpoints, latest, read_meta
+from csgm.resume import CheckpointError, checkpoint_name, complete_checkpoints, latest, read_meta
 
 __all__ = ["CheckpointError", "CheckpointStore", "read_meta"]
 
@@ -52,10 +53,13 @@ class CheckpointStore:
             raise CheckpointError(f"{path}: cannot restore this checkpoint ({first_line(e)}). "
                                   "Delete it to start from the previous one") from None
 
-    def save(self, epoch: int, meta: Dict[str, Any]) -> Path:
+    def save(self, epoch: int, meta: Dict[str, Any], step: Optional[int] = None) -> Path:
+        """Write the checkpoint of the end of ``epoch`` or, with ``step``, of that global step inside
+        it. A signal or a full disk during the write leaves only a temporary folder, never loaded."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        final = self.folder / f"{PREFIX}{epoch:05d}"
-        tmp = self.folder / f".tmp-{PREFIX}{epoch:05d}-{os.getpid()}"
+        name = checkpoint_name(epoch, step)
+        final = self.folder / name
+        tmp = self.folder / f".tmp-{name}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         try:
             self.checkpoint.write(str(tmp / "ckpt"))
@@ -68,7 +72,10 @@ class CheckpointStore:
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
-        for old in self.complete()[:-self.keep]:
+        done = self.complete()
+        # The end of an epoch supersedes the mid-epoch checkpoints before it.
+        superseded = [] if step is not None else [p for p in done[:-1] if "-step-" in p.name]
+        for old in superseded + [p for p in done[:-self.keep] if p not in superseded]:
             shutil.rmtree(old, ignore_errors=True)
         return final
 

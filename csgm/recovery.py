@@ -26,6 +26,7 @@ from csgm import baselines, measure, sparse_gen
 from csgm.config import RecoveryConfig
 from csgm.data import Dataset
 from csgm.estimators import CsgmSolver, lasso
+from csgm.preemption import Preempted
 from csgm.schedule import Schedule
 
 log = logging.getLogger(__name__)
@@ -191,12 +192,17 @@ class RecoveryRunner:
         return x_hat, outcome.loss, [{"steps": int(s), "restart_steps": int(r)}
                                      for s, r in zip(outcome.steps, outcome.restart_steps)]
 
-    def run(self, units: Sequence[Unit], progress: Callable[[int, int, str], None]) -> int:
-        """Compute the units not already saved; returns how many were computed."""
+    def run(self, units: Sequence[Unit], progress: Callable[[int, int, str], None],
+            stop: Optional[Callable[[], bool]] = None) -> int:
+        """Compute the units not already saved; returns how many were computed. Once ``stop()`` is
+        true (SIGTERM, csgm.preemption) no further unit starts: Preempted is raised, the finished units
+        are kept, and a unit still running at SIGKILL is abandoned (it is written only when complete)."""
         todo = [u for u in units if self.store.load(u) is None]
         if len(todo) < len(units):
             log.info("recovery: %d of %d units already done, skipped", len(units) - len(todo), len(units))
         for count, unit in enumerate(todo, 1):
+            if stop is not None and stop():
+                raise Preempted({"stage": "recover", "units_done": count - 1, "units": len(todo)})
             self.run_unit(unit)
             progress(count, len(todo), unit.id)
         return len(todo)

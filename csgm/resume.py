@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
@@ -19,6 +20,22 @@ from common.schema import to_data
 from csgm.config import DataConfig, TrainConfig
 
 PREFIX = "epoch-"
+# A mid-epoch checkpoint (written on SIGTERM, csgm.preemption): epoch-00003-step-000000123 holds the
+# weights after global step 123, inside epoch 3. It orders before epoch-00003, the end of that epoch.
+MID_EPOCH = re.compile(r"epoch-(\d+)(?:-step-(\d+))?")
+
+
+def checkpoint_name(epoch: int, step: Optional[int] = None) -> str:
+    """The folder of a checkpoint at the end of ``epoch``, or (``step``) at that global step inside it."""
+    return f"{PREFIX}{epoch:05d}" + ("" if step is None else f"-step-{step:09d}")
+
+
+def _order(path: Path) -> Tuple[int, int, int]:
+    match = MID_EPOCH.fullmatch(path.name)
+    if match is None:
+        return (-1, 0, 0)
+    epoch, step = match.groups()
+    return (int(epoch), 0, int(step)) if step is not None else (int(epoch), 1, 0)
 
 
 class CheckpointError(ValueError):
@@ -52,8 +69,8 @@ def complete_checkpoints(folder: Path) -> List[Path]:
     """Finished checkpoints, oldest first (temporary folders of interrupted writes are ignored)."""
     if not folder.is_dir():
         return []
-    found = [p for p in folder.iterdir() if p.name.startswith(PREFIX) and (p / "meta.json").is_file()]
-    return sorted(found, key=lambda p: p.name)
+    found = [p for p in folder.iterdir() if MID_EPOCH.fullmatch(p.name) and (p / "meta.json").is_file()]
+    return sorted(found, key=_order)
 
 
 def read_meta(path: Path) -> Dict[str, Any]:
@@ -77,12 +94,21 @@ class Decision:
     """What a run with these inputs does with the checkpoints in its folder."""
     action: str                      # 'fresh', 'resume' or 'refuse'
     path: Optional[Path] = None      # the latest checkpoint, if any
-    epoch: Optional[int] = None      # the last epoch it finished
+    epoch: Optional[int] = None      # the last epoch it finished, or the epoch it stopped in
     differences: Tuple[str, ...] = ()  # 'train.seed: 0 in the checkpoint, 7 now'
+    epoch_examples: int = 0          # > 0: stopped inside ``epoch`` after this many of its examples
+
+    @property
+    def next_epoch(self) -> int:
+        """The epoch training continues in."""
+        return 0 if self.epoch is None else self.epoch + (0 if self.epoch_examples else 1)
 
     def describe(self, epochs: int, output_dir: Path) -> str:
         if self.action == "fresh":
             return "train: starts fresh (no checkpoint to resume)"
+        if self.action == "resume" and self.epoch_examples:
+            return (f"train: resumes from {self.path} inside epoch {self.epoch} (stopped there on SIGTERM "
+                    f"after {self.epoch_examples} of its examples)")
         if self.action == "resume":
             done = (self.epoch or 0) + 1
             return (f"train: resumes from {self.path} ({done} of {epochs} epochs done)" if done < epochs
@@ -102,7 +128,7 @@ def decide(folder: Path, inputs: Dict[str, Any], mode: str = "auto") -> Decision
         return Decision("refuse", path, epoch, ("(the checkpoint records no inputs: it was written by an "
                                                 "older version)",))
     if meta.get("digest") == digest(inputs) and recorded == inputs:
-        return Decision("resume", path, epoch)
+        return Decision("resume", path, epoch, epoch_examples=int(meta.get("epoch_examples", 0)))
     def shown(values: Dict[str, Any], key: str) -> str:  # an absent key is a setting added since (default)
         return repr(values[key]) if key in values else "unset"
 

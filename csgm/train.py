@@ -15,7 +15,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -30,6 +30,7 @@ from csgm.images import grid, save_png
 from csgm.model import VAE, compute_dtype, vae_loss
 from csgm.optim import Adam
 from csgm.precision import DynamicLossScale
+from csgm.preemption import CHECK_STEPS, Preempted, backend_agreement, describe, write_record
 from csgm.resume import decide, digest, refusal, training_inputs
 
 log = logging.getLogger(__name__)
@@ -91,14 +92,44 @@ def heldout_recon_mse(model: VAE, images: np.ndarray, seed: int) -> float:
     return float(np.mean((model.decode(z).numpy() - x) ** 2))
 
 
+class _Window:
+    """The calls since the last log line: their mean loss and speed; and the time-weighted totals
+    for the run's throughput (without the first call, which traces and compiles)."""
+
+    def __init__(self) -> None:
+        self.last: Optional[float] = None
+        self.timed_examples, self.timed_seconds = 0, 0.0
+        self._reset()
+
+    def _reset(self) -> None:
+        self.loss_sum, self.steps, self.examples, self.seconds = 0.0, 0, 0, 0.0
+
+    def add(self, loss: float, steps: int, examples: int, seconds: float, timed: bool) -> None:
+        self.last = loss
+        self.loss_sum += loss * steps
+        self.steps, self.examples, self.seconds = self.steps + steps, self.examples + examples, self.seconds + seconds
+        if timed:
+            self.timed_examples += examples
+            self.timed_seconds += seconds
+
+    def take(self) -> Tuple[float, float, float]:
+        """(mean loss, examples/s, s/step) of the window, which starts anew."""
+        out = (self.loss_sum / self.steps, self.examples / max(self.seconds, 1e-9), self.seconds / self.steps)
+        self._reset()
+        return out
+
+
 class Trainer:
     def __init__(self, spec: TrainConfig, data: Dataset, run_dir: Path, backend: Backend,
                  meta: Dict[str, Any], xla: bool = False, data_config: Optional[DataConfig] = None,
-                 loss_scale: Optional[DynamicLossScale] = None, graph_precision: Optional[str] = None):
+                 loss_scale: Optional[DynamicLossScale] = None, graph_precision: Optional[str] = None,
+                 stop: Optional[Callable[[], bool]] = None):
         """``data_config`` names the data in the checkpoints' recorded inputs (csgm.resume);
         without it the data set's description stands for it. ``loss_scale``: dynamic loss scaling
         (float16 on an NPU); ``graph_precision``: the precision of this graph when it differs from
-        ``spec.precision`` (on an NPU CANN does the casting)."""
+        ``spec.precision`` (on an NPU CANN does the casting). ``stop``: True once this rank was asked
+        to stop (csgm.preemption.StopRequest); then all ranks agree on a step, rank 0 checkpoints it
+        and ``fit`` raises Preempted. Every rank must get one, or none."""
         self.spec, self.data, self.backend = spec, data, backend
         self.loss_scale = loss_scale
         self.run_dir = Path(run_dir)
@@ -108,8 +139,13 @@ class Trainer:
             self.model = VAE(spec.latent_dim, spec.hidden, spec.seed)
             self.optimizer = Adam(self.model.weights, spec.learning_rate)
         self._overflows_logged = 0
+        self._stop, self._agreement = stop, None
+        self._resumed_from: Optional[Path] = None
+        self._resumed_examples, self._saved_step = 0, 0
+        # The loss scale is part of the state: a resumed fp16 run continues with its scale.
+        extra = {} if loss_scale is None else {"loss_scale": loss_scale}
         self.store = CheckpointStore(self.run_dir / "checkpoints", keep=spec.keep_checkpoints,
-                                     model=self.model, optimizer=self.optimizer)
+                                     model=self.model, optimizer=self.optimizer, **extra)
         # The weights of the epoch with the lowest validation error, kept apart from the rolling
         # checkpoints so pruning never removes them (only with a validation split).
         self.best = CheckpointStore(self.run_dir / BEST_FOLDER, keep=1, model=self.model)
@@ -169,7 +205,8 @@ class Trainer:
         return checkpoint_id(self.spec.epochs - 1, self.optimizer.steps_done, self.meta["digest"])
 
     def resume(self) -> int:
-        """Load the latest checkpoint if it was trained from our inputs; returns the next epoch.
+        """Load the latest checkpoint if it was trained from our inputs; returns the epoch training
+        continues in (a mid-epoch checkpoint continues its own epoch, at its step).
 
         One from other inputs is refused, not reused: its weights are not what the spec describes.
         """
@@ -185,10 +222,18 @@ class Trainer:
         if decision.action == "resume":
             path = decision.path
             self.store.restore(path)
-            start = int(decision.epoch) + 1
-            log.info("resumed from %s (epoch %d done, step %d)", path, start, self.optimizer.steps_done)
-        self.backend.broadcast_variables(self.model.weights + self.optimizer.m + self.optimizer.v
-                                         + [self.optimizer.step])
+            start = decision.next_epoch
+            self._resumed_from, self._resumed_examples = path, decision.epoch_examples
+            if decision.epoch_examples:
+                log.info("resumed from %s (inside epoch %d after %d of its examples, step %d)", path,
+                         start, decision.epoch_examples, self.optimizer.steps_done)
+            else:
+                log.info("resumed from %s (epoch %d done, step %d)", path, start, self.optimizer.steps_done)
+        state = self.model.weights + self.optimizer.m + self.optimizer.v + [self.optimizer.step]
+        if self.loss_scale is not None:
+            state += [self.loss_scale.scale, self.loss_scale.good_steps, self.loss_scale.overflows]
+        self.backend.broadcast_variables(state)
+        self._saved_step = self.optimizer.steps_done
         return start
 
     def fit(self) -> TrainResult:
@@ -200,7 +245,8 @@ class Trainer:
                             f"more than the {n} training images", "Lower train.batch_size")
         start = self.resume()
         global_batch = spec.batch_size * backend.size
-        timed_examples, timed_seconds, last_loss = 0, 0.0, None
+        first = self._first_step(global_batch)
+        window = _Window()
         first_call = True
         if start < spec.epochs:
             log.info("training epochs %d..%d: %d steps per epoch, global batch %d (%d per rank x %d)",
@@ -210,32 +256,71 @@ class Trainer:
             for epoch in range(start, spec.epochs):
                 noise = epoch_noise(spec.seed, epoch, n, spec.latent_dim)
                 idx, images = examples(epoch, spec.epochs - 1)   # [per_epoch, batch] and [..., 784]
-                done = 0
+                done, first = first, 0
                 while done < per_epoch:
                     step = self.optimizer.steps_done
-                    count = min(spec.log_every - step % spec.log_every, per_epoch - done)
+                    if self._stop_agreed():
+                        self._preempted(epoch, done, per_epoch, global_batch, window.last)
+                    # Calls end at log lines and every CHECK_STEPS steps, counted in global steps, so a
+                    # resumed run makes exactly the calls an uninterrupted one makes.
+                    count = min(spec.log_every - step % spec.log_every, CHECK_STEPS - step % CHECK_STEPS,
+                                per_epoch - done)
                     began = time.perf_counter()
                     loss = float(self._train_steps(images[done:done + count], noise[idx[done:done + count]]))
                     seconds = time.perf_counter() - began
-                    if not first_call:  # the first call includes tracing and compiling
-                        timed_examples += count * global_batch
-                        timed_seconds += seconds
-                    first_call, last_loss, done = False, loss, done + count
+                    window.add(loss, count, count * global_batch, seconds, timed=not first_call)
+                    first_call, done = False, done + count
                     self._log_overflows()
-                    self._log_step(step + count, loss, count * global_batch / seconds, seconds / count,
-                                   epoch, done, per_epoch)
-                self._end_epoch(epoch, last_loss)
+                    self._log_step(step + count, window, epoch, done, per_epoch)
+                self._end_epoch(epoch, window.last)
         finally:
             examples.close()
         steps = self.optimizer.steps_done
         self._use_selected()
         mse = heldout_recon_mse(self.model, self.data.heldout, spec.seed)
-        speed = timed_examples / timed_seconds if timed_seconds > 0 else None
+        speed = window.timed_examples / window.timed_seconds if window.timed_seconds > 0 else None
         log.info("held-out autoencoding error (per-pixel MSE, %d images): %.5f", len(self.data.heldout), mse)
         chosen = self.selected or (None, None, None)
         return TrainResult(epochs=spec.epochs, steps=steps, examples_per_sec=speed,
-                           heldout_recon_mse=mse, final_loss=last_loss, selected_epoch=chosen[0],
+                           heldout_recon_mse=mse, final_loss=window.last, selected_epoch=chosen[0],
                            validation_recon_mse=chosen[2], validation_images=len(self.data.validation))
+
+    def _first_step(self, global_batch: int) -> int:
+        """Where in its epoch the resumed checkpoint stopped, in steps of this run's global batch."""
+        examples = self._resumed_examples
+        if examples % global_batch:
+            raise CheckpointError(
+                f"{self._resumed_from}: stopped inside an epoch after {examples} examples, which is not a "
+                f"whole number of this run's global batches ({self.spec.batch_size} x {self.backend.size} "
+                f"ranks = {global_batch}). Resume it on the number of ranks it was written with, or delete "
+                "it to resume from the end of the epoch before")
+        return examples // global_batch
+
+    def _stop_agreed(self) -> bool:
+        if self._stop is None:
+            return False
+        if self._agreement is None:
+            self._agreement = backend_agreement(self._stop, self.backend)
+        return self._agreement()
+
+    def _preempted(self, epoch: int, done: int, per_epoch: int, global_batch: int,
+                   loss: Optional[float]) -> None:
+        """Every rank agreed to stop before step ``done`` of ``epoch``: rank 0 saves the weights, the
+        optimiser, the loss scale and the position in the epoch (unless nothing moved since the
+        checkpoint it resumed from), writes the preemption record; every rank raises Preempted."""
+        step = self.optimizer.steps_done
+        record: Dict[str, Any] = {"stage": "train", "step": step, "epoch": epoch, "epoch_step": done,
+                                  "epoch_steps": per_epoch, "checkpoint": None}
+        if self.is_chief:
+            if step != self._saved_step:  # else the newest checkpoint holds these weights already
+                meta = dict(self.meta, step=step, model=model_shape(self.spec), loss=loss,
+                            epoch_examples=done * global_batch)
+                saved = (self.store.save(epoch, meta, step=step) if done
+                         else self.store.save(epoch - 1, meta))  # at an epoch's start: the end of the last
+                record["checkpoint"] = str(saved)
+            write_record(self.run_dir, record)
+            log.info("stop requested: %s", describe(record))
+        raise Preempted(record)
 
     def _epoch_examples(self, per_epoch: int) -> augment.EpochExamples:
         spec, backend, n = self.spec, self.backend, len(self.data.train)
@@ -278,15 +363,16 @@ class Trainer:
                      float(self.loss_scale.scale.numpy()))
             self._overflows_logged = overflows
 
-    def _log_step(self, step: int, loss: float, examples_per_sec: float, sec_per_batch: float,
-                  epoch: int, done: int, per_epoch: int) -> None:
-        if step % self.spec.log_every == 0:
-            log.info("step %d, loss = %.2f (%.1f examples/sec; %.3f sec/batch)",
-                     step, loss, examples_per_sec, sec_per_batch)
-        elif self.is_chief and sys.stdout.isatty():
-            bar = "#" * (20 * done // per_epoch)
-            sys.stdout.write(f"\repoch {epoch} [{bar:<20}] {done}/{per_epoch} loss {loss:.2f}\r")
-            sys.stdout.flush()
+    def _log_step(self, step: int, window: _Window, epoch: int, done: int, per_epoch: int) -> None:
+        if step % self.spec.log_every != 0:
+            if self.is_chief and sys.stdout.isatty():
+                bar = "#" * (20 * done // per_epoch)
+                sys.stdout.write(f"\repoch {epoch} [{bar:<20}] {done}/{per_epoch} loss {window.last:.2f}\r")
+                sys.stdout.flush()
+            return
+        loss, examples_per_sec, sec_per_batch = window.take()
+        log.info("step %d, loss = %.2f (%.1f examples/sec; %.3f sec/batch)",
+                 step, loss, examples_per_sec, sec_per_batch)
         if self.writer is not None:
             with self.writer.as_default(step=step):
                 tf.summary.scalar("loss", loss)
@@ -300,6 +386,7 @@ class Trainer:
         meta = dict(self.meta, step=self.optimizer.steps_done, model=model_shape(self.spec), loss=loss,
                     heldout_recon_mse=mse)
         path = self.store.save(epoch, meta)
+        self._saved_step = self.optimizer.steps_done
         if len(self.data.validation):
             self._keep_if_best(epoch, meta)
         self._write_samples(epoch)

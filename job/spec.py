@@ -41,7 +41,9 @@ class LaunchSpec:
     rank_table_timeout_s: float = option(300.0, "how long to wait for a rank table whose status is "
                                          "'initializing' (as Huawei's scripts: 300 s)", min=0.0)
     max_restarts: int = option(0, "restart all local ranks this many times after a failure", min=0)
-    grace_period_s: float = option(5.0, "after SIGTERM, seconds before SIGKILL", min=0.0)
+    grace_period_s: float = option(30.0, "after SIGTERM, seconds before SIGKILL: the ranks finish their "
+                                   "step and rank 0 checkpoints it (torchrun also waits 30 s); the pod's "
+                                   "terminationGracePeriodSeconds is this plus 30", min=0.0)
     stall_timeout_s: Optional[float] = option(None, "fail a rank that prints nothing for this long "
                                               "(hang detection); null: off", min=1.0)
     collective_timeout_s: float = option(600.0, "backends tf and horovod: how long a collective waits "

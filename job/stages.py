@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 
-from common.exits import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
+from common.exits import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, EXIT_PREEMPTED
 from common.files import atomic_write_json
 from common.schema import SpecError, to_data
 from csgm.ascend import graph_precision
@@ -27,6 +27,7 @@ from csgm.data import DataError, Dataset, load_dataset
 from csgm.estimators import CsgmSolver
 from csgm.model import VAE, use_xla, use_xla_for_recovery
 from csgm.precision import DynamicLossScale
+from csgm.preemption import Preempted
 from csgm.recovery import BASELINES, RecoveryRunner, UnitStore, plan, shard
 from csgm.report import MissingUnits, write_report
 from csgm.train import BEST_FOLDER, Trainer, checkpoint_id
@@ -57,12 +58,14 @@ def load_generator(run_dir: Path) -> Generator:
     return model, checkpoint_id(int(meta["epoch"]), int(meta.get("step", 0)), str(meta.get("digest", "")))
 
 
-def train_stage(spec: JobSpec, data: Dataset, backend: Backend) -> Optional[Generator]:
+def train_stage(spec: JobSpec, data: Dataset, backend: Backend,
+                stop: Optional[Callable[[], bool]] = None) -> Optional[Generator]:
     """Train (or resume); returns the trained generator, identical on every rank."""
     trainer = Trainer(spec.train, data, spec.run_dir, backend, meta={"spec": to_data(spec)},
                       xla=use_xla(spec.devices.type, spec.train.precision), data_config=spec.data,
                       loss_scale=_loss_scale(spec), graph_precision=graph_precision(spec.train.precision,
-                                                                                    spec.devices.type))
+                                                                                    spec.devices.type),
+                      stop=stop)
     result = trainer.fit()
     if backend.rank == 0:
         atomic_write_json(spec.run_dir / "train_metrics.json", asdict(result))
@@ -83,7 +86,8 @@ def recovery_digest(recovery: RecoveryConfig, data: Dict[str, Any], checkpoint_i
     return spec_digest({"recovery": to_data(recovery), "data": data, "checkpoint": checkpoint_id})
 
 
-def recover_stage(spec: JobSpec, data: Dataset, backend: Backend, trained: Optional[Generator]) -> None:
+def recover_stage(spec: JobSpec, data: Dataset, backend: Backend, trained: Optional[Generator],
+                  stop: Optional[Callable[[], bool]] = None) -> None:
     """This rank's share of the units; then whoever finds every unit done writes the report.
 
     The merge needs no barrier: each rank writes its units before it looks, so the last rank
@@ -110,7 +114,7 @@ def recover_stage(spec: JobSpec, data: Dataset, backend: Backend, trained: Optio
 
     log.info("recovery: %d units in all, %d on this rank (generator %s)", len(units), len(mine), checkpoint)
     runner = RecoveryRunner(rec, data, solver, store, backend.rank)
-    runner.run(mine, progress)
+    runner.run(mine, progress, stop)
     if all(store.load(u) is not None for u in units):
         report = write_report(spec.run_dir, spec.name, _read_json(spec.run_dir / "train_metrics.json"),
                               store, units, runner.originals(np.arange(min(rec.batch_size, rec.images))))
@@ -130,10 +134,14 @@ def report_errors(action: Callable[[], None], run_dir: Path) -> int:
     """Run ``action``; turn what a user can fix into one ``error:`` line and an exit code.
 
     Bad input (spec, data, checkpoint, unfinished units) exits 2; an output folder that is full or
-    read-only exits 1. Anything else is a bug and keeps its traceback.
+    read-only exits 1; a stop on SIGTERM (csgm.preemption) exits EXIT_PREEMPTED. Anything else is a
+    bug and keeps its traceback.
     """
     try:
         action()
+    except Preempted as e:
+        print(f"preempted: {e}", file=sys.stderr)
+        return EXIT_PREEMPTED
     except (SpecError, DataError, CheckpointError, MissingUnits) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -144,10 +152,12 @@ def report_errors(action: Callable[[], None], run_dir: Path) -> int:
     return EXIT_OK
 
 
-def run_stages(spec: JobSpec, backend: Optional[Backend] = None) -> None:
+def run_stages(spec: JobSpec, backend: Optional[Backend] = None,
+               stop: Optional[Callable[[], bool]] = None) -> None:
+    """``stop``: a csgm.preemption.StopRequest (True once SIGTERM arrived), the same on every rank."""
     backend = backend or make_backend(spec, {})
     data = load_dataset(spec.data)
     log.info("data: %s", data.description)
-    trained = train_stage(spec, data, backend) if "train" in spec.stages else None
+    trained = train_stage(spec, data, backend, stop) if "train" in spec.stages else None
     if "recover" in spec.stages:
-        recover_stage(spec, data, backend, trained)
+        recover_stage(spec, data, backend, trained, stop)

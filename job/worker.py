@@ -32,6 +32,11 @@ def start_heartbeat(path: str) -> None:
 
 
 def main() -> int:
+    # First of all, so that SIGTERM (forwarded by the launcher) is never the default "die now": it
+    # asks the ranks to stop after an agreed step, rank 0 checkpointing it (csgm.preemption).
+    from csgm.preemption import StopRequest
+
+    stop = StopRequest().install()
     if os.environ.get("CSGM_HEARTBEAT_FILE"):
         start_heartbeat(os.environ["CSGM_HEARTBEAT_FILE"])
     from common.logs import setup_logging
@@ -47,9 +52,12 @@ def main() -> int:
     def run() -> None:
         spec = load_spec(spec_file)
         backend = make_backend(spec, os.environ)
+        # Again: TensorFlow's coordination service (backend tf) installs its own SIGTERM handler
+        # (xla/tsl/distributed_runtime/preemption/preemption_notifier.cc), which would swallow ours.
+        stop.install()
         log.info("rank %s of %s: backend %s, device %s", backend.rank, backend.size, backend.name,
                  spec.devices.type)
-        run_stages(spec, backend)
+        run_stages(spec, backend, stop)
         backend.close()
 
     return report_errors(run, Path(spec_file).parent)

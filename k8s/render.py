@@ -16,6 +16,7 @@ compare the checked-in files with a fresh render. What the pods see:
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,11 +73,12 @@ HOST_ARCHES = ("huawei-arm", "huawei-x86")
 RESTARTS = 3  # whole-job restarts after a failed or evicted pod, before the job is Failed
 PULL_POLICIES = ("IfNotPresent", "Always", "Never")
 DEFAULT_QUEUE = "default"
-CHECKPOINT_GRACE_S = 360  # terminationGracePeriodSeconds of MindX's resumable-training sample
 CPU_PER_RANK = 2  # when devices.threads is 0 (TensorFlow picks); else devices.threads per rank
 MEMORY_PER_RANK_GI = 8
 DATA_SIZE, OUTPUT_SIZE = "1Gi", "10Gi"
-TERMINATION_MARGIN_S = 30  # on top of launch.grace_period_s: the launcher's own SIGTERM -> SIGKILL wait
+# On top of launch.grace_period_s (the ranks' time from SIGTERM to SIGKILL, in which they finish their
+# step and rank 0 checkpoints): the launcher's own SIGKILL, reaping, log drain and summary.
+TERMINATION_MARGIN_S = 30
 
 
 def max_retry(restarts: int) -> int:
@@ -373,8 +375,10 @@ def volumes(spec: JobSpec, options: RenderOptions) -> List[Dict[str, Any]]:
 
 
 def termination_grace_s(spec: JobSpec) -> int:
-    """Long enough for the launcher's own SIGTERM -> SIGKILL wait and for a checkpoint write."""
-    return max(int(spec.launch.grace_period_s) + TERMINATION_MARGIN_S, CHECKPOINT_GRACE_S)
+    """The pod's terminationGracePeriodSeconds, derived from the spec's launch.grace_period_s: the
+    ranks' grace (finish the step, checkpoint: csgm.preemption) plus the launcher's own margin. A
+    kubelet that SIGKILLs the container earlier leaves at worst a temporary checkpoint folder."""
+    return math.ceil(spec.launch.grace_period_s) + TERMINATION_MARGIN_S
 
 
 def volcano_job(spec: JobSpec, options: RenderOptions) -> Dict[str, Any]:

@@ -26,7 +26,8 @@ from launcher.errors import LaunchError
 log = logging.getLogger("launcher")
 
 EXIT_CODES = ("exit codes: 0 done; 1 the run failed (a rank died, a disk filled); 2 bad input (spec, "
-              "rank table, data, flags), with one line naming the fix; 128+N stopped by signal N")
+              "rank table, data, flags), with one line naming the fix; 75 preempted: SIGTERM stopped "
+              "every rank after a checkpoint, rerun to resume; 128+N stopped by signal N")
 # Flags that only a multi-rank run uses: single-card mode runs in this process, with no table.
 MULTI_RANK_FLAGS = (("max_restarts", "--max-restarts"), ("console_ranks", "--console-ranks"),
                     ("server_id", "--server-id"))
@@ -135,14 +136,24 @@ def run_single(spec: JobSpec, args: argparse.Namespace) -> int:
         log.info("single-card mode: one rank, so backend %s is not needed; running locally", spec.backend)
     for line in describe_plan(spec):
         log.info("%s", line)
+    import signal
+    import time
+
+    from common.exits import EXIT_PREEMPTED
     from common.files import atomic_write_text
+    from csgm.preemption import StopRequest
     from job.stages import report_errors, run_stages
+    from launcher.preempt import outcome
+
+    stop, started = StopRequest().install(), time.time()
 
     def run() -> None:
         atomic_write_text(spec.run_dir / "spec.yaml", spec_to_yaml(spec))
-        run_stages(spec)
+        run_stages(spec, stop=stop)
 
     code = report_errors(run, spec.run_dir)
+    if code == EXIT_PREEMPTED:  # this process is rank 0
+        print(outcome(signal.SIGTERM, {0: code}, spec.run_dir, started)[1], file=sys.stderr)
     if code:
         return code
     log.info("done: %s", spec.run_dir / ("report.md" if "recover" in spec.stages else ""))

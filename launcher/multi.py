@@ -18,7 +18,7 @@ from job.plan import describe_plan
 from job.spec import JobSpec, spec_to_yaml
 from launcher import ascend
 from launcher import env as rank_environment
-from launcher import horovod_rendezvous
+from launcher import horovod_rendezvous, preempt
 from launcher.errors import LaunchError
 from launcher.progress import ProgressBoard
 from launcher.stale import stale_check
@@ -156,7 +156,7 @@ def run_ranks(spec: JobSpec, args: argparse.Namespace, command: Sequence[str]) -
              ",".join(str(s.rank) for s in slots), table.world_size, spec.devices.type,
              spec.run_dir / "logs")
     board = ProgressBoard(emit=lambda line: log.info("%s", line))
-    began = time.monotonic()
+    began, started = time.monotonic(), time.time()
     rendezvous = None
     if spec.backend == "horovod" and horovod_rendezvous.needs_rendezvous(slots):
         try:
@@ -168,8 +168,9 @@ def run_ranks(spec: JobSpec, args: argparse.Namespace, command: Sequence[str]) -
                      grace_s=spec.launch.grace_period_s, console_ranks=console_ranks,
                      stall_timeout_s=spec.launch.stall_timeout_s, on_line=board.on_line)
     except LauncherInterrupted as e:
-        print(f"launcher: interrupted by signal {e.signum}; every rank was stopped", file=sys.stderr)
-        return 128 + e.signum
+        code, message = preempt.outcome(e.signum, e.exit_codes, spec.run_dir, started)
+        print(message, file=sys.stderr)
+        return code
     except OSError as e:  # the worker program could not be started
         print(f"error: cannot start {' '.join(workers[0].cmd)}: {e.strerror or e}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -108,11 +108,13 @@ class RunResult:
 
 
 class LauncherInterrupted(Exception):
-    """The launcher got SIGINT or SIGTERM; every worker has been stopped already."""
+    """The launcher got SIGINT or SIGTERM; every worker has been stopped already. ``exit_codes``:
+    how each rank of the last attempt ended (Popen returncodes, -N for a signal)."""
 
-    def __init__(self, signum: int) -> None:
+    def __init__(self, signum: int, exit_codes: Optional[Dict[int, int]] = None) -> None:
         super().__init__(f"launcher interrupted by {_signal_name(signum)}")
         self.signum = signum
+        self.exit_codes: Dict[int, int] = dict(exit_codes or {})
 
 
 def _signal_name(signum: int) -> str:
@@ -326,7 +328,7 @@ def _run_attempt(group: WorkerGroup, trap: _SignalTrap, grace_s: float,
     for failure in failures:
         atomic_write_json(group.log_dir / f"error_rank_{failure.rank}.json", failure.to_json())
     if trap.signum is not None:
-        raise LauncherInterrupted(trap.signum)
+        raise LauncherInterrupted(trap.signum, {w.spec.rank: w.proc.returncode for w in group.workers})
     if group.console.error is not None:
         raise group.console.error
     return failures[0] if failures else None

@@ -66,7 +66,9 @@ def _free(port: int) -> bool:
 
 
 def latest_checkpoint(run_dir: Path) -> Path:
-    found = sorted((run_dir / "checkpoints").glob("epoch-*"))
+    from csgm.resume import complete_checkpoints
+
+    found = complete_checkpoints(run_dir / "checkpoints")
     assert found, f"no checkpoint in {run_dir}"
     return found[-1] / "ckpt"
 

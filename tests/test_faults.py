@@ -10,12 +10,18 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import List
 
+import numpy as np
 import pytest
 
+from common.exits import EXIT_PREEMPTED
 from tests.jobutil import (
+    REPO,
+    job_env,
+    launcher_cmd,
     alive,
     job_pids,
     rank_pid,
@@ -169,6 +175,56 @@ def test_ctrl_c_stops_everything_and_the_rerun_completes(tmp_path: Path, stage: 
     if stage == "recover":
         assert "units already done" in rerun.stdout
     assert (run / "report.json").is_file()
+
+
+PREEMPT = dict(stages="[train]", data__train_limit=4000, train__epochs=1, train__batch_size=20,
+               train__log_every=5, devices__threads=1, launch__grace_period_s=20, launch__collective_timeout_s=60)
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_sigterm_mid_epoch_checkpoints_and_the_rerun_equals_an_uninterrupted_run(tmp_path: Path, ranks: int) -> None:
+    """A Volcano eviction as the launcher sees it: SIGTERM mid-epoch (one epoch of 200 / 100 steps).
+    Every rank finishes its step, rank 0 writes a mid-epoch checkpoint, the launcher exits 75 within
+    the grace period naming step and checkpoint; the rerun resumes there and its final weights equal
+    an uninterrupted run's bit for bit. 1 rank is single-card mode (the launcher is the rank)."""
+    port = free_port()
+
+    def args(run: Path) -> List[str]:
+        extra = dict(backend="tf", launch__port=port) if ranks > 1 else {}
+        return sets(**PREEMPT, **extra, output_dir=run, devices__count=ranks)
+
+    whole = tmp_path / "whole"
+    result = run_launcher(SPEC, *args(whole), timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    run = tmp_path / "stopped"
+    console = tmp_path / "console.txt"
+    with console.open("w") as out:  # a file, not a pipe: read while the launcher runs
+        launcher = subprocess.Popen(launcher_cmd(SPEC, *args(run)), cwd=REPO, env=job_env(), stdout=out,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for(lambda: "step 10," in console.read_text(), 240, "rank 0 to train 10 steps")
+        began = time.monotonic()
+        launcher.send_signal(signal.SIGTERM)
+        code = launcher.wait(timeout=60)
+        took = time.monotonic() - began
+    finally:
+        stop(launcher)
+    output = console.read_text()
+    assert code == EXIT_PREEMPTED, output[-3000:]
+    assert took < PREEMPT["launch__grace_period_s"], f"{took:.1f} s"
+    match = re.search(r"launcher: preempted \(SIGTERM\): .*training stopped after step (\d+) \(epoch 0, (\d+) of "
+                      r"(\d+) steps\); checkpoint (\S+)\. Run the same command again", output)
+    assert match, output[-3000:]
+    step, done, per_epoch, saved = int(match[1]), int(match[2]), int(match[3]), Path(match[4])
+    assert 0 < done < per_epoch == 200 // ranks and step == done
+    assert saved.name == f"epoch-00000-step-{step:09d}" and (saved / "meta.json").is_file()
+    _assert_nothing_left(run)
+    rerun = run_launcher(SPEC, *args(run), timeout=300)
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-2000:]
+    assert f"inside epoch 0 after {step * 20 * ranks} of its examples" in rerun.stdout + rerun.stderr
+    a, b = checkpoint_arrays(whole), checkpoint_arrays(run)
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a), \
+        [k for k in a if not np.array_equal(a[k], b[k])]
 
 
 def _mount_tmpfs(mount: Path, options: str) -> None:

@@ -117,7 +117,7 @@ def test_volcano_job_runs_one_pod_per_node_with_all_its_npus() -> None:
     # CANN's environment first (k8s/image/entrypoint.sh), then the launcher.
     assert c["command"] == ["/bin/bash", "/opt/csgm/k8s/image/entrypoint.sh", "python3", "-m", "launcher",
                             r.SPEC_FILE]
-    assert pod["terminationGracePeriodSeconds"] >= r.CHECKPOINT_GRACE_S
+    assert pod["terminationGracePeriodSeconds"] == 30 + r.TERMINATION_MARGIN_S  # launch.grace_period_s + margin
     env = {e["name"]: e for e in c["env"]}
     assert env["CSGM_JOB_VERSION"]["valueFrom"] == {
         "fieldRef": {"fieldPath": "metadata.annotations['volcano.sh/job-version']"}}
