@@ -6,6 +6,7 @@ from typing import Mapping
 
 import tensorflow as tf
 
+from csgm import cm_mode
 from csgm.backends import Backend
 from job.spec import JobSpec
 
@@ -44,6 +45,13 @@ def _open_npu_backend(spec: JobSpec, environ: Mapping[str, str]) -> Backend:
     from csgm.backends.npu import open_npu
 
     mode = npu_precision_mode(spec.stages, spec.train.precision, spec.recovery.precision)
+    cm = cm_mode.detect(environ)  # the rank-table-free start; a mix with RANK_* is refused here too
+    if cm is not None:
+        if spec.backend != "hccl":
+            raise ValueError("the CM_* variables (HCCL's rank-table-free start) need backend hccl")
+        rank, size = open_npu(mode, spec.npu)   # the rank HCCL assigned
+        cm_mode.check_rank(cm, rank, size, int(environ.get("LOCAL_RANK", "0")))
+        return HcclBackend(rank, size)
     if spec.backend == "hccl":
         rank, size = check_environment(environ, spec.npu.chip)
     elif spec.backend == "local":

@@ -20,6 +20,7 @@ from common.exits import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, EXIT_PREEMPTED
 from common.files import atomic_write_json
 from common.schema import SpecError, to_data
 from csgm.ascend import graph_precision
+from csgm.cm_mode import CmModeError
 from csgm.backends import Backend
 from csgm.checkpoint import CheckpointError, CheckpointStore
 from csgm.config import RecoveryConfig
@@ -142,7 +143,7 @@ def report_errors(action: Callable[[], None], run_dir: Path) -> int:
     except Preempted as e:
         print(f"preempted: {e}", file=sys.stderr)
         return EXIT_PREEMPTED
-    except (SpecError, DataError, CheckpointError, MissingUnits) as e:
+    except (SpecError, DataError, CheckpointError, MissingUnits, CmModeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except OSError as e:

@@ -19,6 +19,7 @@ from common.exits import EXIT_BAD_INPUT
 from common.logs import setup_logging
 from common.schema import to_data
 from common.version import VERSION
+from csgm import cm_mode
 from job.plan import describe_plan
 from job.spec import JobSpec, SpecError, load_spec, spec_to_yaml
 from launcher.errors import LaunchError
@@ -113,12 +114,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     setup_logging()
     try:
         spec = load_spec(args.spec, flag_overrides(args, os.environ))
-        if is_single_card(spec, command):
+        # HCCL's rank-table-free start (Ascend Operator's CM_* variables): checked before anything opens.
+        cm = cm_mode.detect(os.environ, launcher=True)
+        if cm is None and is_single_card(spec, command):
             return run_single(spec, args)
         from launcher.multi import run_ranks
 
-        return run_ranks(spec, args, command)
-    except (SpecError, LaunchError) as e:
+        return run_ranks(spec, args, command, cm)
+    except (SpecError, LaunchError, cm_mode.CmModeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
 

@@ -10,24 +10,22 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-import rank_table
 from common.schema import to_data
 from csgm.data import DataError, check_data
 from job.plan import describe_plan
 from job.spec import JobSpec, spec_to_yaml
 from launcher import env as rank_environment
 from launcher.errors import LaunchError
-from launcher.slots import Slot
+from launcher.slots import Layout, Slot
 from launcher.supervise import WorkerSpec
 
-Plans = Dict[str, Tuple[List[Slot], List[WorkerSpec]]]
+Plans = Dict[Optional[str], Tuple[List[Slot], List[WorkerSpec]]]
 
 
-def dry_run(spec: JobSpec, table: rank_table.RankTable, table_file: Path, plans: Plans,
-            base_env: Dict[str, str], as_json: bool, elsewhere: Optional[str], data_here: bool) -> int:
+def dry_run(spec: JobSpec, layout: Layout, plans: Plans, base_env: Dict[str, str], as_json: bool,
+            elsewhere: Optional[str], data_here: bool) -> int:
     """``elsewhere``: why this host is not one of the servers (then ``plans`` holds every server).
     ``data_here``: this host found itself in the table, so the data must be here."""
     warnings: List[str] = []
@@ -42,26 +40,30 @@ def dry_run(spec: JobSpec, table: rank_table.RankTable, table_file: Path, plans:
     if elsewhere is not None:
         plan.append(f"this host is not one of the rank table's servers ({elsewhere}); "
                     "showing the ranks of every server")
-    servers = [_server(server, slots, workers, table, table_file, base_env)
+    plan.append(f"start: {layout.source}")
+    servers = [_server(slots[0].server_id if server is None else server, slots, workers, base_env)
                for server, (slots, workers) in plans.items()]
     for line in warnings:
         print(f"warning: {line}", file=sys.stderr)
     if as_json:
         print(json.dumps({"spec": to_data(spec), "plan": plan, "mode": "ranks", "warnings": warnings,
-                          "rank_table": str(table_file), "world_size": table.world_size,
-                          "this_server": None if elsewhere is not None else next(iter(plans)),
+                          "start": "cm" if layout.cm is not None else "rank-table",
+                          "rank_table": None if layout.table_file is None else str(layout.table_file),
+                          "cm": None if layout.cm is None else dict(layout.cm.environment()),
+                          "world_size": layout.world_size,
+                          "this_server": None if elsewhere is not None else servers[0]["server_id"],
                           "servers": servers}, indent=2))
         return 0
     print(spec_to_yaml(spec), end="")
     for line in plan:
         print("# " + line)
     for server in servers:
-        _print_server(server, table, table_file)
+        _print_server(server, layout)
     return 0
 
 
-def _server(server: str, slots: Sequence[Slot], workers: Sequence[WorkerSpec], table: rank_table.RankTable,
-            table_file: Path, base_env: Dict[str, str]) -> Dict[str, object]:
+def _server(server: str, slots: Sequence[Slot], workers: Sequence[WorkerSpec],
+            base_env: Dict[str, str]) -> Dict[str, object]:
     """Each rank's command and environment; on NPUs also the device it opens: the table names a
     physical id, npu_device opens the logical id ASCEND_DEVICE_ID (launcher.env)."""
     ranks: List[Dict[str, object]] = []
@@ -75,14 +77,15 @@ def _server(server: str, slots: Sequence[Slot], workers: Sequence[WorkerSpec], t
     return {"server_id": server, "ranks": ranks}
 
 
-def _print_server(server: Dict[str, object], table: rank_table.RankTable, table_file: Path) -> None:
+def _print_server(server: Dict[str, object], layout: Layout) -> None:
     ranks = server["ranks"]
-    print(f"# server {server['server_id']}: ranks {ranks[0]['rank']}..{ranks[-1]['rank']} of {table.world_size} "
-          f"({len(table.servers)} server(s)); rank table {table_file}")
+    print(f"# server {server['server_id']}: ranks {ranks[0]['rank']}..{ranks[-1]['rank']} of {layout.world_size} "
+          f"({layout.server_count} server(s)); {layout.source}")
+    named_by = "CM_LOCAL_WORKER index" if layout.cm is not None else "rank table"
     for rank in ranks:
         print(f"[rank {rank['rank']}] command: {' '.join(rank['command'])}")
         if "logical_device_id" in rank:
-            print(f"[rank {rank['rank']}] device: physical {rank['device_id']} (rank table), logical "
+            print(f"[rank {rank['rank']}] device: physical {rank['device_id']} ({named_by}), logical "
                   f"{rank['logical_device_id']} (opened by npu_device; {rank['visibility']})")
         for key, value in rank["env"].items():
             print(f"[rank {rank['rank']}]   {key}={value}")

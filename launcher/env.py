@@ -2,7 +2,9 @@
 
 NPU ranks get exactly what CANN's TensorFlow adapter reads (RANK_TABLE_FILE, RANK_ID, RANK_SIZE,
 DEVICE_ID, ASCEND_DEVICE_ID, JOB_ID, HCCL timeouts); never POD_NAME (it switches HCCL to a legacy
-lookup) and never the rank-table-free CM_* variables (the two schemes must not be mixed).
+lookup). The two schemes never mix: with a rank table no CM_* variable reaches a rank; in the
+rank-table-free start (csgm.cm_mode) the ranks get the CM_* variables and no RANK_*, as MindX DL's
+without-ranktable sample starts them.
 
 The device: ``npu_device.open()`` opens *logical* device ASCEND_DEVICE_ID and HCCL checks its physical
 id against the table (rank_table.devices). So both DEVICE_ID and ASCEND_DEVICE_ID get the logical id
@@ -16,6 +18,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Dict, Mapping, Optional
 
+from csgm import cm_mode
+from csgm.cm_mode import CmCluster
 from job.spec import JobSpec
 from launcher import horovod_rendezvous
 from launcher.slots import Slot
@@ -23,8 +27,8 @@ from rank_table import RankTable
 from rank_table.devices import VISIBLE, logical_id
 
 # Inherited variables that would change what HCCL or the collectives do behind our back.
-SCRUBBED = ("POD_NAME", "CM_CHIEF_IP", "CM_CHIEF_PORT", "CM_CHIEF_DEVICE", "CM_WORKER_SIZE",
-            "CM_WORKER_IP", "RANK_ID", "RANK_SIZE", "DEVICE_ID", "ASCEND_DEVICE_ID", "TF_CONFIG")
+SCRUBBED = ("POD_NAME", "RANK_TABLE_FILE", "RANK_ID", "RANK_SIZE", "DEVICE_ID", "ASCEND_DEVICE_ID",
+            "TF_CONFIG") + cm_mode.ALL
 
 # Variables the job itself reads (job.worker).
 SPEC_FILE = "CSGM_SPEC_FILE"
@@ -40,13 +44,19 @@ def heartbeat_file(spec: JobSpec, rank: int) -> Path:
     return spec.run_dir / "logs" / "heartbeat" / f"rank_{rank}"
 
 
-def rank_env(slot: Slot, spec: JobSpec, base: Mapping[str, str], table: RankTable, rank_table_file: Path,
-             spec_file: Path, job_id: str) -> Dict[str, str]:
+def rank_env(slot: Slot, spec: JobSpec, base: Mapping[str, str], table: Optional[RankTable],
+             rank_table_file: Optional[Path], spec_file: Path, job_id: str,
+             cm: Optional[CmCluster] = None) -> Dict[str, str]:
+    """``table`` and ``rank_table_file``, or in the rank-table-free start ``cm`` (then the rank is
+    HCCL's to assign: the ranks get CM_*, and RANK_* stays unset)."""
     env = {k: v for k, v in base.items() if k not in SCRUBBED and k not in horovod_rendezvous.IDENTITY_KEYS}
+    if cm is not None:
+        env.update(cm.environment())
+    else:
+        assert table is not None and rank_table_file is not None, "a rank table, or the CM_* start"
+        env.update({"RANK_TABLE_FILE": str(Path(rank_table_file).resolve()), "RANK_ID": str(slot.rank),
+                    "RANK_SIZE": str(slot.world_size)})
     env.update({
-        "RANK_TABLE_FILE": str(Path(rank_table_file).resolve()),
-        "RANK_ID": str(slot.rank),
-        "RANK_SIZE": str(slot.world_size),
         "JOB_ID": job_id,
         LOCAL_RANK: str(slot.local_rank),
         LOCAL_SIZE: str(slot.local_world_size),
@@ -57,7 +67,7 @@ def rank_env(slot: Slot, spec: JobSpec, base: Mapping[str, str], table: RankTabl
         HEARTBEAT: str(heartbeat_file(spec, slot.rank).resolve()),
         "PYTHONUNBUFFERED": "1",
     })
-    if spec.backend == "horovod":
+    if spec.backend == "horovod" and table is not None:
         env.update(horovod_rendezvous.rank_env(table, slot.server_index, slot.local_rank, slot.rank,
                                                spec.launch.port, spec.launch.collective_timeout_s))
     kind = spec.devices.type
@@ -98,10 +108,10 @@ def job_env_keys(env: Mapping[str, str], base: Mapping[str, str]) -> Dict[str, s
     return {k: v for k, v in sorted(env.items()) if base.get(k) != v}
 
 
-def torchrun_env(slot: Slot, table: RankTable, port: int) -> Dict[str, str]:
+def torchrun_env(slot: Slot, master: str, port: int) -> Dict[str, str]:
     """What torchrun gives each rank (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR,
     MASTER_PORT), for `-- COMMAND` programs written for it. The master is the first server of the
-    table, as for Horovod's rendezvous (launcher.horovod_rendezvous); LOCAL_RANK is already set by rank_env."""
+    table, as for Horovod's rendezvous (launcher.horovod_rendezvous), or CM_CHIEF_IP; LOCAL_RANK is
+    already set by rank_env."""
     return {"RANK": str(slot.rank), "WORLD_SIZE": str(slot.world_size),
-            "LOCAL_WORLD_SIZE": str(slot.local_world_size),
-            "MASTER_ADDR": table.servers[0].server_id, "MASTER_PORT": str(port)}
+            "LOCAL_WORLD_SIZE": str(slot.local_world_size), "MASTER_ADDR": master, "MASTER_PORT": str(port)}

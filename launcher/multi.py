@@ -13,6 +13,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import rank_table
 from common.exits import EXIT_BAD_INPUT, EXIT_FAILED
+from csgm.cm_mode import CmCluster
 from common.files import atomic_write_text
 from job.plan import describe_plan
 from job.spec import JobSpec, spec_to_yaml
@@ -22,10 +23,10 @@ from launcher import horovod_rendezvous, preempt
 from launcher.errors import LaunchError
 from launcher.progress import ProgressBoard
 from launcher.stale import stale_check
-from launcher.slots import Slot, SlotError, assign_slots, identify_server, this_host_names
+from launcher.slots import Layout, Slot, SlotError, assign_slots, cm_slots, identify_server, this_host_names
 from launcher.logs import attempt_root
 from launcher.supervise import LauncherInterrupted, WorkerSpec, format_summary, run
-from rank_table.devices import DeviceMapError, check_chip
+from rank_table.devices import DeviceMapError, check_chip, physical_id
 
 log = logging.getLogger("launcher")
 
@@ -74,17 +75,18 @@ def worker_command(command: Sequence[str]) -> List[str]:
     return list(command) if command else [sys.executable, "-m", "job.worker"]
 
 
-def build_workers(spec: JobSpec, slots: Sequence[Slot], table: rank_table.RankTable, table_file: Path,
-                  command: Sequence[str], base_env: Dict[str, str]) -> List[WorkerSpec]:
+def build_workers(spec: JobSpec, slots: Sequence[Slot], layout: Layout, command: Sequence[str],
+                  base_env: Dict[str, str]) -> List[WorkerSpec]:
     spec_file = spec.run_dir / "spec.yaml"
     job_id = base_env.get("JOB_ID") or spec.name
     cmd = worker_command(command)
     bind = spec.devices.type == "npu" and spec.npu.bind_cores
     workers = []
     for s in slots:
-        env = rank_environment.rank_env(s, spec, base_env, table, table_file, spec_file, job_id)
+        env = rank_environment.rank_env(s, spec, base_env, layout.table, layout.table_file, spec_file, job_id,
+                                        layout.cm)
         if command:  # programs written for torchrun find their peers as it tells them
-            env.update(rank_environment.torchrun_env(s, table, spec.launch.port))
+            env.update(rank_environment.torchrun_env(s, layout.master, spec.launch.port))
         prefix = ascend.taskset_prefix(s.local_rank, s.local_world_size) if bind else []
         workers.append(WorkerSpec(rank=s.rank, cmd=prefix + cmd, env=env,
                                   heartbeat=rank_environment.heartbeat_file(spec, s.rank)))
@@ -100,44 +102,73 @@ def parse_console_ranks(text: Optional[str]) -> Optional[List[int]]:
         raise LaunchError(f"--console-ranks {text!r}: expected rank numbers like 0 or 0,3") from None
 
 
-def _server_workers(spec: JobSpec, table: rank_table.RankTable, table_file: Path, server: str,
-                    command: Sequence[str], base_env: Dict[str, str]) -> Tuple[List[Slot], List[WorkerSpec]]:
+def _server_workers(spec: JobSpec, layout: Layout, server: Optional[str], command: Sequence[str],
+                    base_env: Dict[str, str]) -> Tuple[List[Slot], List[WorkerSpec]]:
     try:
-        slots = assign_slots(table, server, spec.devices.count)
+        if layout.cm is not None:
+            slots = cm_slots(layout.cm, spec.devices.count, lambda i: physical_id(i, base_env))
+        else:
+            assert layout.table is not None and server is not None
+            slots = assign_slots(layout.table, server, spec.devices.count)
     except SlotError as e:
-        raise LaunchError(f"{table_file}: {e}") from None
+        raise LaunchError(f"{layout.table_file or 'CM_*'}: {e}") from None
+    except DeviceMapError as e:
+        raise LaunchError(str(e)) from None
     try:
-        return slots, build_workers(spec, slots, table, table_file, command, base_env)
+        return slots, build_workers(spec, slots, layout, command, base_env)
     except ValueError as e:  # e.g. backend horovod: no network interface carries the server id
         raise LaunchError(str(e)) from None
 
 
-def run_ranks(spec: JobSpec, args: argparse.Namespace, command: Sequence[str]) -> int:
-    table_path = spec.launch.rank_table
-    table, table_file = resolve_table(spec, table_path)
-    console_ranks = parse_console_ranks(args.console_ranks)
-    elsewhere_note: Optional[str] = None
-    try:
-        server: Optional[str] = identify_server(table, args.server_id, os.environ, this_host_names())
-    except SlotError as e:
-        if not args.dry_run or args.server_id is not None:
-            raise LaunchError(f"{table_file}: {e}") from None
-        server, elsewhere_note = None, str(e)  # planning from another host: show every server
-    check_backend(spec, table.world_size, command)
+def cm_layout(spec: JobSpec, cm: CmCluster) -> Layout:
+    """The rank-table-free start, refused before anything opens where it cannot apply."""
+    if spec.launch.rank_table:
+        raise LaunchError(f"the CM_* variables are set (the rank-table-free start) and so is a rank table "
+                          f"({spec.launch.rank_table}, from launch.rank_table, --rank-table or RANK_TABLE_FILE). "
+                          "HCCL accepts one scheme: unset the CM_* variables, or drop the rank table (--set "
+                          "launch.rank_table=null, and unset RANK_TABLE_FILE)")
+    if spec.devices.type != "npu" or spec.backend != "hccl":
+        raise LaunchError(f"the CM_* variables (HCCL's rank-table-free start) are set, but the spec has "
+                          f"devices.type {spec.devices.type} with backend {spec.backend}. They apply to "
+                          "devices.type npu with backend hccl; unset them for other jobs")
+    return Layout(None, None, cm)
+
+
+def table_layout(spec: JobSpec) -> Layout:
+    table, table_file = resolve_table(spec, spec.launch.rank_table)
     if spec.devices.type == "npu":
         try:
             check_chip(table, spec.npu.chip, str(table_file))
         except DeviceMapError as e:
             raise LaunchError(str(e)) from None
+    return Layout(table, table_file)
+
+
+def run_ranks(spec: JobSpec, args: argparse.Namespace, command: Sequence[str],
+              cm: Optional[CmCluster] = None) -> int:
+    table_path = spec.launch.rank_table
+    layout = cm_layout(spec, cm) if cm is not None else table_layout(spec)
+    table, table_file = layout.table, layout.table_file
+    console_ranks = parse_console_ranks(args.console_ranks)
+    elsewhere_note: Optional[str] = None
+    server: Optional[str] = None
+    if table is not None:
+        try:
+            server = identify_server(table, args.server_id, os.environ, this_host_names())
+        except SlotError as e:
+            if not args.dry_run or args.server_id is not None:
+                raise LaunchError(f"{table_file}: {e}") from None
+            elsewhere_note = str(e)  # planning from another host: show every server
+    check_backend(spec, layout.world_size, command)
     base_env = dict(os.environ)
     if args.dry_run:
         from launcher.dry_run import dry_run
 
-        servers = [server] if server is not None else list(table.server_ids)
-        plans = {s: _server_workers(spec, table, table_file, s, command, base_env) for s in servers}
-        return dry_run(spec, table, table_file, plans, base_env, args.json, elsewhere_note,
-                       data_here=server is not None and args.server_id is None)
-    slots, workers = _server_workers(spec, table, table_file, server, command, base_env)
+        servers = ([server] if server is not None or table is None else list(table.server_ids))
+        plans = {s: _server_workers(spec, layout, s, command, base_env) for s in servers}
+        return dry_run(spec, layout, plans, base_env, args.json, elsewhere_note,
+                       data_here=(server is not None or table is None) and args.server_id is None)
+    slots, workers = _server_workers(spec, layout, server, command, base_env)
     elsewhere = sorted(set(console_ranks or ()) - {s.rank for s in slots})
     if elsewhere:  # not an error: every server of a job usually gets the same command line
         log.warning("--console-ranks: rank(s) %s run on other servers; this server has ranks %s",
@@ -147,18 +178,19 @@ def run_ranks(spec: JobSpec, args: argparse.Namespace, command: Sequence[str]) -
         note = ascend.check_health([s.device_id for s in slots])
         if note:
             log.info("%s", note)
-    if table_path is None:
+    if table_path is None and table is not None:
+        assert table_file is not None
         rank_table.write(table, table_file)
     atomic_write_text(spec.run_dir / "spec.yaml", spec_to_yaml(spec))
     for line in describe_plan(spec):
         log.info("%s", line)
-    log.info("server %s: starting ranks %s of %d (%s devices); logs in %s", server,
-             ",".join(str(s.rank) for s in slots), table.world_size, spec.devices.type,
+    log.info("server %s: starting ranks %s of %d (%s devices; %s); logs in %s", slots[0].server_id,
+             ",".join(str(s.rank) for s in slots), layout.world_size, spec.devices.type, layout.source,
              spec.run_dir / "logs")
     board = ProgressBoard(emit=lambda line: log.info("%s", line))
     began, started = time.monotonic(), time.time()
     rendezvous = None
-    if spec.backend == "horovod" and horovod_rendezvous.needs_rendezvous(slots):
+    if spec.backend == "horovod" and table is not None and horovod_rendezvous.needs_rendezvous(slots):
         try:
             rendezvous = horovod_rendezvous.Rendezvous(table, spec.launch.port)
         except OSError as e:

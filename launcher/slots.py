@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, List, Mapping, Optional, Sequence, Tuple, TypeVar
 
+from csgm.cm_mode import CmCluster
 from rank_table import RankTable, Server
 
 T = TypeVar("T")
@@ -49,6 +51,33 @@ class Slot:
     """The device NIC address from the table."""
 
 
+@dataclass(frozen=True)
+class Layout:
+    """Where the ranks come from: a rank table, or HCCL's rank-table-free start (CM_*)."""
+
+    table: Optional[RankTable]
+    table_file: Optional[Path]
+    cm: Optional[CmCluster] = None
+
+    @property
+    def world_size(self) -> int:
+        return self.cm.worker_size if self.cm is not None else self.table.world_size  # type: ignore[union-attr]
+
+    @property
+    def server_count(self) -> int:
+        if self.cm is not None:
+            return -(-self.cm.worker_size // (self.cm.local_worker or 1))
+        return len(self.table.servers)  # type: ignore[union-attr]
+
+    @property
+    def source(self) -> str:
+        return self.cm.describe() if self.cm is not None else f"rank table {self.table_file}"
+
+    @property
+    def master(self) -> str:
+        return self.cm.chief_ip if self.cm is not None else self.table.servers[0].server_id  # type: ignore[union-attr]
+
+
 def assign_slots(table: RankTable, server_id: str, devices_per_server: int) -> List[Slot]:
     """The slots of server ``server_id``, in rank order.
 
@@ -82,6 +111,24 @@ def assign_slots(table: RankTable, server_id: str, devices_per_server: int) -> L
             device_ip=device.device_ip,
         )
         for local_rank, device in enumerate(server.devices)
+    ]
+
+
+def cm_slots(cluster: CmCluster, devices_per_server: int, physical: Callable[[int], int]) -> List[Slot]:
+    """The slots of this pod in the rank-table-free start: CM_LOCAL_WORKER ranks, the i-th opening
+    logical device i (``physical`` maps it to a physical id) with rank CM_RANK * CM_LOCAL_WORKER + i,
+    as MindX DL's without-ranktable train_start.sh counts them. HCCL assigns the real rank; the
+    worker checks that it is this one (csgm.cm_mode.check_rank)."""
+    local = cluster.local_worker
+    assert local is not None and cluster.rank is not None, "csgm.cm_mode.detect(launcher=True) checked them"
+    if local != devices_per_server:
+        raise SlotError(f"the job spec asks for devices.count={devices_per_server} but CM_LOCAL_WORKER={local} "
+                        f"(this pod's NPUs); set devices.count={local} (or -np {local})")
+    return [
+        Slot(rank=cluster.expected_rank(i), local_rank=i, world_size=cluster.worker_size, local_world_size=local,
+             server_index=cluster.rank, server_count=-(-cluster.worker_size // local),
+             server_id=cluster.worker_ip or f"CM_RANK {cluster.rank}", device_id=physical(i), device_ip=None)
+        for i in range(local)
     ]
 
 

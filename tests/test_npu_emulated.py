@@ -139,3 +139,89 @@ def test_two_mixed_ranks_equal_one_rank_through_injected_overflows(tmp_path: Pat
     assert one.keys() == two.keys()
     assert all(np.isfinite(a).all() for a in two.values())
     assert max(relative_difference(two[k], one[k]) for k in two) < 1e-5
+
+
+def _cm_env(port: int, **extra: str) -> Dict[str, str]:
+    """What Ascend Operator gives the one pod of a 2-NPU TensorFlow AscendJob (env.go setTensorflowEnv)."""
+    return dict({"CM_CHIEF_IP": "127.0.0.1", "CM_CHIEF_PORT": str(port), "CM_CHIEF_DEVICE": "0",
+                 "CM_WORKER_SIZE": "2", "CM_WORKER_IP": "127.0.0.1", "CM_RANK": "0", "CM_LOCAL_WORKER": "2"},
+                **extra)
+
+
+def test_cm_mode_two_ranks_without_a_table_equal_one_rank_with_double_batch(tmp_path: Path) -> None:
+    """The rank-table-free start: no table, no RANK_*; the emulated HCCL numbers the devices at the
+    chief's port, the worker shards by that rank (checked against CM_RANK * CM_LOCAL_WORKER + i)."""
+    one_out, _ = _train(tmp_path, "one", [0], 48, "fp32")
+    out = tmp_path / "cm"
+    args = sets(**SMALL, output_dir=out, devices__count=2, train__batch_size=24, train__precision="fp32",
+                recovery__precision="fp32", launch__rank_table="null")
+    env = job_env(PYTHONPATH=f"{EMULATION}:{REPO}", **_cm_env(free_port()))
+    env.pop("RANK_TABLE_FILE", None)
+    result = run_launcher(SPEC, *args, timeout=400, env=env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "rank-table-free (CM_*): chief 127.0.0.1" in result.stdout + result.stderr
+    logs = [(out / f"logs/attempt_0/rank_{r}.log").read_text() for r in (0, 1)]
+    assert "opened logical device 0 = physical 0 on chip 910A, rank 0 of 2" in logs[0]
+    assert "opened logical device 1 = physical 1 on chip 910A, rank 1 of 2" in logs[1]
+    one, two = checkpoint_arrays(one_out), checkpoint_arrays(out)
+    assert max(relative_difference(two[k], one[k]) for k in two) < 1e-5
+
+
+def test_cm_mode_dry_run_exports_no_rank_variables(tmp_path: Path) -> None:
+    env = job_env(**_cm_env(29900, CM_RANK="1", CM_WORKER_SIZE="4", ASCEND_VISIBLE_DEVICES="4,5"))
+    env.pop("RANK_TABLE_FILE", None)
+    result = run_launcher(SPEC, *sets(data__source="sample", launch__rank_table="null", output_dir=tmp_path / "r"),
+                          "-np", "2", "--dry-run", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(result.stdout)
+    assert plan["start"] == "cm" and plan["rank_table"] is None and plan["world_size"] == 4
+    ranks = plan["servers"][0]["ranks"]
+    assert [r["rank"] for r in ranks] == [2, 3]                       # CM_RANK 1 x 2 + i
+    assert [(r["device_id"], r["logical_device_id"]) for r in ranks] == [(4, 0), (5, 1)]
+    for r in ranks:
+        assert not {"RANK_ID", "RANK_SIZE", "RANK_TABLE_FILE"} & set(r["env"])
+        assert r["env"]["ASCEND_DEVICE_ID"] == r["env"]["DEVICE_ID"] == str(r["local_rank"])
+
+
+@pytest.mark.parametrize("extra, says", [
+    ({"RANK_SIZE": "2"}, "CM_WORKER_IP, CM_RANK, CM_LOCAL_WORKER (the rank-table-free start) and RANK_SIZE "
+                         "(the rank-table start) are both set"),
+    ({"RANK_TABLE_FILE": "/x/hccl.json"}, "and RANK_TABLE_FILE (the rank-table start) are both set"),
+    ({"CM_CHIEF_PORT": ""}, "CM_CHIEF_PORT not"),
+    ({"CM_LOCAL_WORKER": "4"}, "puts this pod's last device at rank 3, but CM_WORKER_SIZE=2"),
+    ({"CM_CHIEF_PORT": "70000"}, "CM_CHIEF_PORT='70000' must be an integer 0..65520"),
+])
+def test_cm_mode_mixed_or_incomplete_is_refused_before_anything_starts(tmp_path: Path, extra: Dict[str, str],
+                                                                       says: str) -> None:
+    env = job_env(**_cm_env(29900, **extra))
+    if "RANK_TABLE_FILE" not in extra:
+        env.pop("RANK_TABLE_FILE", None)
+    result = run_launcher(SPEC, "-np", "2", "--set", "launch.rank_table=null", "--set", "data.source=sample",
+                          "--output-dir", str(tmp_path / "r"), env=env)
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: ") and says in line, line
+    assert not (tmp_path / "r").exists()
+
+
+def test_emulated_adapter_refuses_the_mix_and_check_rank(emulated_npu: object,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from csgm.cm_mode import CmModeError, check_rank, detect
+
+    for key, value in _cm_env(29900).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("RANK_SIZE", "2")
+    with pytest.raises(ValueError, match="RANK_SIZE and CM_WORK_SIZE cannot be configured at the same time"):
+        emulated_npu.open()
+    monkeypatch.delenv("RANK_SIZE")
+    monkeypatch.setenv("RANK_TABLE_FILE", "/x/hccl.json")
+    with pytest.raises(RuntimeError, match="CM_CHIEF_IP and RANK_TABLE_FILE cannot be configured"):
+        emulated_npu.open()
+    monkeypatch.delenv("RANK_TABLE_FILE")
+    cluster = detect(dict(_cm_env(29900, CM_RANK="1", CM_WORKER_SIZE="4")), launcher=True)
+    check_rank(cluster, 3, 4, 1)
+    with pytest.raises(CmModeError, match=r"HCCL gave this device rank 2, but CM_RANK=1 x CM_LOCAL_WORKER=2 "
+                                          r"\+ local device 1 = 3"):
+        check_rank(cluster, 2, 4, 1)
+    with pytest.raises(CmModeError, match="communicator of 2 devices, but CM_WORKER_SIZE=4"):
+        check_rank(cluster, 1, 2, 1)

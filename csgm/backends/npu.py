@@ -11,7 +11,7 @@ configs/npu_config.py, dump_config.py, profiling_config.py.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Sequence, Tuple
 
 from csgm.ascend import NpuOptions, adapter_options
 
@@ -23,7 +23,10 @@ class NpuUnavailable(RuntimeError):
     pass
 
 
-def open_npu(precision_mode: str, options: NpuOptions) -> None:
+def open_npu(precision_mode: str, options: NpuOptions) -> Tuple[int, int]:
+    """Set the options, open this process's NPU as the default device; returns (rank, size) as the
+    adapter's handle has them: ``worker_id`` is what HCCL reports (``hccl.manage.api.get_rank_id()``
+    in npu_device.open()), the only rank there is in the rank-table-free start."""
     try:
         import npu_device  # CANN's TF2 adapter; only on Ascend images
     except ImportError as e:
@@ -39,7 +42,9 @@ def open_npu(precision_mode: str, options: NpuOptions) -> None:
         for parent in parents:
             target = getattr(target, parent)
         setattr(target, name, value)
-    npu_device.open().as_default()
+    handle = npu_device.open()
+    handle.as_default()
+    return int(handle.worker_id), int(handle.workers_num)
 
 
 def float_status(after: Sequence[tf.Tensor]) -> tf.Tensor:

@@ -9,6 +9,14 @@ decides whether a job would start and train on an Atlas 800, each rule from the 
   [Ascend/tensorflow tf_adapter_2.x/python/npu_device/configs/npu_config.py, option_base.py]
 - ``open()`` opens the *logical* device ``ASCEND_DEVICE_ID`` (default 0); requires RANK_TABLE_FILE and
   RANK_ID when RANK_SIZE > 1, with the adapter's messages. [tf_adapter_2.x/python/npu_device/npu_device.py]
+- The rank-table-free start, as ``get_ranksize``/``open``/``set_cm_chief_worksize_env`` there: RANK_SIZE
+  and CM_WORKER_SIZE both set is a ValueError; the world size is RANK_SIZE, else CM_WORKER_SIZE, else 1;
+  with more than one worker, CM_CHIEF_IP and RANK_TABLE_FILE both set (or neither) is a RuntimeError,
+  and CM mode needs CM_CHIEF_PORT and CM_CHIEF_DEVICE. In CM mode the rank comes from the emulated HCCL
+  (the adapter asks ``hccl.manage.api.get_rank_id()``), never from the environment: the process on
+  the chief's device (CM_WORKER_IP = CM_CHIEF_IP, ASCEND_DEVICE_ID = CM_CHIEF_DEVICE) gathers every
+  device's (CM_WORKER_IP, device) on CM_CHIEF_PORT and numbers them in (address, device) order. That
+  order is this emulation's choice: HCCL's own is not documented (not verified).
 - Logical -> physical: in a container the Ascend runtime shows only ASCEND_VISIBLE_DEVICES, numbered 0..
   in ascending physical order; on bare metal (no ASCEND_VISIBLE_DEVICES) logical = physical, among the
   host's devices (EMULATED_NPU_DEVICES, default 0-7).
@@ -146,6 +154,12 @@ class NpuDeviceHandle:
         return self
 
 
+def get_ranksize() -> str:
+    if os.getenv("CM_WORKER_SIZE") is not None and os.getenv("RANK_SIZE") is not None:
+        raise ValueError("RANK_SIZE and CM_WORK_SIZE cannot be configured at the same time")
+    return os.getenv("RANK_SIZE") if os.getenv("RANK_SIZE") is not None else os.getenv("CM_WORKER_SIZE", "1")
+
+
 def chip() -> str:
     return os.environ.get("EMULATED_NPU_CHIP", "910A")
 
@@ -160,18 +174,28 @@ def open(device_id: Optional[int] = None) -> NpuDeviceHandle:  # noqa: A001 (the
         raise RuntimeError(f"Failed open npu device {device_id} : precision_mode {mode} needs bfloat16, "
                            f"which the Ascend {chip()} does not have")
     physical = physical_device(device_id)
-    workers_num = int(os.getenv("RANK_SIZE", "1"))
+    workers_num = int(get_ranksize())
     worker_id = 0
     if workers_num > 1:
-        if not os.getenv("RANK_TABLE_FILE"):
-            raise RuntimeError("You must specify a rank table file by set env RANK_TABLE_FILE in distribution mode")
-        if not os.getenv("RANK_ID"):
-            raise RuntimeError("You must specify rank id by set env RANK_ID in distribution mode")
-        hccl_device_check(physical)
-        worker_id = int(os.environ["RANK_ID"])
         from npu_device import _collectives
 
-        _collectives.connect(worker_id, workers_num)
+        chief_ip, rank_table = os.getenv("CM_CHIEF_IP"), os.getenv("RANK_TABLE_FILE")
+        if chief_ip is not None and rank_table is not None:
+            raise RuntimeError("CM_CHIEF_IP and RANK_TABLE_FILE cannot be configured at the same time.")
+        if chief_ip is not None:
+            if not os.getenv("CM_CHIEF_PORT"):
+                raise RuntimeError("You must specify cm chief port by set env CM_CHIEF_PORT in distribution mode")
+            if not os.getenv("CM_CHIEF_DEVICE"):
+                raise RuntimeError("You must specify cm chief device by set env CM_CHIEF_DEVICE in distribution mode")
+            worker_id = _collectives.connect_cm(workers_num, os.getenv("CM_WORKER_IP") or chief_ip, device_id)
+        elif rank_table is not None:
+            if not os.getenv("RANK_ID"):
+                raise RuntimeError("You must specify rank id by set env RANK_ID in distribution mode")
+            hccl_device_check(physical)
+            worker_id = int(os.environ["RANK_ID"])
+            _collectives.connect(worker_id, workers_num)
+        else:
+            raise RuntimeError("CM_CHIEF_IP and RANK_TABLE_FILE are all not be configured.")
     _state.handle = NpuDeviceHandle(device_id, physical, workers_num, worker_id)
     print(f"EMULATED NPU: opened logical device {device_id} = physical {physical} on chip {chip()}, "
           f"rank {worker_id} of {workers_num}, options {global_options().as_dict()}", flush=True)

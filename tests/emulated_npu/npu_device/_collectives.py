@@ -37,6 +37,8 @@ class _Hub:
         rank, op, key, seq, root, arrays = conn.recv()
         with self.lock:
             entry = self.pending.setdefault((op, key, seq), {})
+            if op == "register":  # no rank yet: number the arrivals; the result is every identity
+                rank = len(entry)
             entry[rank] = (conn, arrays)
             if len(entry) < self.size:
                 return
@@ -44,6 +46,8 @@ class _Hub:
         if op == "sum":
             result = [np.sum([entry[r][1][i] for r in range(self.size)], axis=0).astype(a.dtype)
                       for i, a in enumerate(entry[0][1])]
+        elif op == "register":
+            result = [np.stack([entry[r][1][0] for r in range(self.size)])]
         else:  # broadcast
             result = entry[root][1]
         for c, _ in entry.values():
@@ -93,6 +97,21 @@ def connect(rank: int, size: int) -> None:
     if rank == 0:
         _Hub(address, size)
     _client.append(_Client(rank, size, address, float(os.environ.get("HCCL_CONNECT_TIMEOUT", "120"))))
+
+
+def connect_cm(size: int, worker_ip: str, device: int) -> int:
+    """The rank-table-free start: the chief's device hosts the hub on (CM_CHIEF_IP, CM_CHIEF_PORT) and
+    numbers the devices that register, in (address, device) order; returns this device's rank."""
+    chief = (os.environ["CM_CHIEF_IP"], int(os.environ["CM_CHIEF_PORT"]))
+    if worker_ip == chief[0] and device == int(os.environ["CM_CHIEF_DEVICE"]):
+        _Hub(chief, size)
+    client = _Client(-1, size, chief, float(os.environ.get("HCCL_CONNECT_TIMEOUT", "120")))
+    me = (tuple(int(p) for p in worker_ip.split(".")), device)
+    (everyone,) = client.call("register", [np.array(me[0] + (device,), np.int64)])
+    order = sorted((tuple(int(v) for v in row[:-1]), int(row[-1])) for row in everyone)
+    client.rank = order.index(me)
+    _client.append(client)
+    return client.rank
 
 
 def call(op: str, arrays: Sequence[np.ndarray], root: int = 0) -> List[np.ndarray]:

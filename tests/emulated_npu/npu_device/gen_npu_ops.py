@@ -19,6 +19,8 @@ import threading
 import numpy as np
 import tensorflow as tf
 
+import npu_device
+
 STATUS_SIZE = 8
 _lock = threading.Lock()
 _calls = [0]
@@ -27,7 +29,8 @@ _calls = [0]
 def _injected() -> bool:
     at = {int(x) for x in os.environ.get("EMULATED_NPU_OVERFLOW_AT", "").split(",") if x.strip()}
     ranks = os.environ.get("EMULATED_NPU_OVERFLOW_RANKS")
-    if ranks and os.environ.get("RANK_ID", "0") not in ranks.split(","):
+    ctx = npu_device.global_npu_ctx()  # the rank HCCL gave (in the CM_* start there is no RANK_ID)
+    if ranks and str(ctx.worker_id if ctx is not None else 0) not in ranks.split(","):
         return False
     with _lock:
         _calls[0] += 1
