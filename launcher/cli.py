@@ -23,6 +23,8 @@ from csgm import cm_mode
 from job.plan import describe_plan
 from job.spec import JobSpec, SpecError, load_spec, spec_to_yaml
 from launcher.errors import LaunchError
+from launcher.nodes import DEFAULT_PORT as DEFAULT_NODE_PORT
+from launcher.nodes import Nodes
 
 log = logging.getLogger("launcher")
 
@@ -66,6 +68,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "launch.rank_table)")
     p.add_argument("--server-id", metavar="ID",
                    help="this server's server_id in the rank table (default: $XDL_IP, then this host's addresses)")
+    nodes = p.add_argument_group("several nodes without a rank table (torchrun-style; backends tf, horovod)")
+    nodes.add_argument("--nnodes", type=lambda t: _count(t, 1), metavar="N", help="nodes in the job")
+    nodes.add_argument("--node-rank", type=lambda t: _count(t, 0), metavar="R", help="this node's rank, 0..N-1; "
+                       "node 0 hosts the rendezvous")
+    nodes.add_argument("--master-addr", metavar="ADDR", help="node 0's address (default: $MASTER_ADDR)")
+    nodes.add_argument("--master-port", type=lambda t: _count(t, 1), metavar="PORT",
+                       help=f"node 0's rendezvous port (default: $MASTER_PORT, then {DEFAULT_NODE_PORT}); "
+                            "not launch.port")
+    nodes.add_argument("--local-addr", metavar="ADDR", help="the address this node's ranks are reached at "
+                       "(default: the one it reaches the master from)")
     p.add_argument("--max-restarts", type=lambda t: _count(t, 0), metavar="N",
                    help="restart all local ranks up to N times after a failure (the same as --set "
                         "launch.max_restarts=N)")
@@ -101,6 +113,35 @@ def flag_overrides(args: argparse.Namespace, environ: Mapping[str, str]) -> List
     return list(args.overrides) + extra
 
 
+def node_args(args: argparse.Namespace, environ: Mapping[str, str], spec: JobSpec) -> Optional[Nodes]:
+    """The torchrun-style flags as one record, or None without --nnodes (or with --nnodes 1)."""
+    given = [f for f, v in (("--node-rank", args.node_rank), ("--master-addr", args.master_addr),
+                            ("--master-port", args.master_port), ("--local-addr", args.local_addr)) if v is not None]
+    if not args.nnodes or args.nnodes == 1:
+        if given and args.nnodes is None:
+            raise LaunchError(f"{', '.join(given)} without --nnodes: add --nnodes N (the number of nodes)")
+        return None
+    if args.node_rank is None or args.node_rank >= args.nnodes:
+        raise LaunchError(f"--nnodes {args.nnodes} needs --node-rank 0..{args.nnodes - 1} (this node's rank)")
+    master = args.master_addr or environ.get("MASTER_ADDR")
+    if not master:
+        raise LaunchError("--nnodes needs --master-addr ADDR (or MASTER_ADDR): node 0's address")
+    try:
+        port = args.master_port or int(environ.get("MASTER_PORT") or DEFAULT_NODE_PORT)
+    except ValueError:
+        raise LaunchError(f"MASTER_PORT={environ['MASTER_PORT']!r} is not a port number") from None
+    if spec.launch.rank_table:
+        raise LaunchError(f"--nnodes and a rank table ({spec.launch.rank_table}) both say where the ranks are: "
+                          "use one (--set launch.rank_table=null, and unset RANK_TABLE_FILE)")
+    if spec.devices.type == "npu":
+        raise LaunchError("--nnodes does not start NPU ranks: HCCL needs a rank table or the CM_* start "
+                          "(docs/ascend.md). Use it with devices.type cpu or gpu (backend tf or horovod)")
+    if port == spec.launch.port:
+        raise LaunchError(f"--master-port {port} is launch.port, the collectives' first port: choose another "
+                          f"(default {DEFAULT_NODE_PORT})")
+    return Nodes(args.nnodes, args.node_rank, master, port, args.local_addr)
+
+
 def is_single_card(spec: JobSpec, command: Sequence[str]) -> bool:
     return spec.devices.count == 1 and spec.launch.rank_table is None and not command
 
@@ -116,11 +157,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         spec = load_spec(args.spec, flag_overrides(args, os.environ))
         # HCCL's rank-table-free start (Ascend Operator's CM_* variables): checked before anything opens.
         cm = cm_mode.detect(os.environ, launcher=True)
-        if cm is None and is_single_card(spec, command):
+        nodes = node_args(args, os.environ, spec)
+        if cm is not None and nodes is not None:
+            raise LaunchError("--nnodes and the CM_* variables are two ways to start a job: use one")
+        if cm is None and nodes is None and is_single_card(spec, command):
             return run_single(spec, args)
         from launcher.multi import run_ranks
 
-        return run_ranks(spec, args, command, cm)
+        return run_ranks(spec, args, command, cm, nodes)
     except (SpecError, LaunchError, cm_mode.CmModeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -25,6 +25,8 @@ from launcher.progress import ProgressBoard
 from launcher.stale import stale_check
 from launcher.slots import Layout, Slot, SlotError, assign_slots, cm_slots, identify_server, this_host_names
 from launcher.logs import attempt_root
+from launcher.nodes import Nodes
+from launcher.nodes import rendezvous as nodes_rendezvous
 from launcher.supervise import LauncherInterrupted, WorkerSpec, format_summary, run
 from rank_table.devices import DeviceMapError, check_chip, physical_id
 
@@ -134,6 +136,22 @@ def cm_layout(spec: JobSpec, cm: CmCluster) -> Layout:
     return Layout(None, None, cm)
 
 
+def node_layout(spec: JobSpec, nodes: Nodes, dry_run: bool) -> Layout:
+    """The rank table the nodes agree on at the rendezvous; a dry run assumes every node has
+    devices.count ranks and names the others by their node rank."""
+    if dry_run:
+        everyone = [(f"node-{r}", spec.devices.count) for r in range(nodes.nnodes)]
+        everyone[nodes.node_rank] = (nodes.local_addr or f"node-{nodes.node_rank}", spec.devices.count)
+    else:
+        everyone = nodes_rendezvous(nodes, spec.name, spec.devices.count, spec.launch.rank_table_timeout_s,
+                                    report=lambda line: log.info("%s", line))
+    try:
+        table = rank_table.node_table(everyone, f"<rendezvous at {nodes.master_addr}:{nodes.master_port}>")
+    except rank_table.RankTableError as e:
+        raise LaunchError(str(e)) from None
+    return Layout(table, spec.run_dir / "rank_table.json", nodes=nodes)
+
+
 def table_layout(spec: JobSpec) -> Layout:
     table, table_file = resolve_table(spec, spec.launch.rank_table)
     if spec.devices.type == "npu":
@@ -145,14 +163,22 @@ def table_layout(spec: JobSpec) -> Layout:
 
 
 def run_ranks(spec: JobSpec, args: argparse.Namespace, command: Sequence[str],
-              cm: Optional[CmCluster] = None) -> int:
+              cm: Optional[CmCluster] = None, nodes: Optional[Nodes] = None) -> int:
     table_path = spec.launch.rank_table
-    layout = cm_layout(spec, cm) if cm is not None else table_layout(spec)
+    if cm is not None:
+        layout = cm_layout(spec, cm)
+    elif nodes is not None:
+        check_backend(spec, nodes.nnodes * spec.devices.count, command)  # before waiting for anyone
+        layout = node_layout(spec, nodes, args.dry_run)
+    else:
+        layout = table_layout(spec)
     table, table_file = layout.table, layout.table_file
     console_ranks = parse_console_ranks(args.console_ranks)
     elsewhere_note: Optional[str] = None
     server: Optional[str] = None
-    if table is not None:
+    if layout.nodes is not None:
+        server = layout.table.servers[layout.nodes.node_rank].server_id  # type: ignore[union-attr]
+    elif table is not None:
         try:
             server = identify_server(table, args.server_id, os.environ, this_host_names())
         except SlotError as e:

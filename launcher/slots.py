@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable, List, Mapping, Optional, Sequence, Tuple, TypeVar
 
 from csgm.cm_mode import CmCluster
+from launcher.nodes import Nodes
 from rank_table import RankTable, Server
 
 T = TypeVar("T")
@@ -58,6 +59,7 @@ class Layout:
     table: Optional[RankTable]
     table_file: Optional[Path]
     cm: Optional[CmCluster] = None
+    nodes: Optional[Nodes] = None  # the table came from the nodes' rendezvous (torchrun-style)
 
     @property
     def world_size(self) -> int:
@@ -71,6 +73,8 @@ class Layout:
 
     @property
     def source(self) -> str:
+        if self.nodes is not None:
+            return self.nodes.describe()
         return self.cm.describe() if self.cm is not None else f"rank table {self.table_file}"
 
     @property

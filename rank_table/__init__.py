@@ -6,7 +6,7 @@ command line and :mod:`rank_table.parse` for the validation rules and the unknow
 policy.
 """
 
-from .build import generate, local_table, merge
+from .build import generate, local_table, merge, node_table
 from .errors import RankTableError, RankTableNotReady
 from .files import load, wait_until_completed, write
 from .hccn import parse_hccn_conf, parse_hccn_tool_ip
@@ -23,6 +23,7 @@ __all__ = [
     "generate",
     "load",
     "local_table",
+    "node_table",
     "merge",
     "parse",
     "parse_hccn_conf",

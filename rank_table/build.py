@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .devices import MAX_DEVICE_ID as CHIP_MAX_DEVICE_ID
 from .errors import RankTableError
@@ -158,19 +158,25 @@ def local_table(n_ranks: int, n_servers: int = 1, first_ip: str = "127.0.0.1") -
         base = ipaddress.IPv4Address(first_ip)
     except ValueError:
         raise ValueError(f"first_ip {first_ip!r} is not an IPv4 address") from None
-    server_list = []
+    addresses = []
     for k in range(n_servers):
         try:
-            address = str(base + k)
+            addresses.append(str(base + k))
         except ipaddress.AddressValueError:
             raise ValueError(f"first_ip {first_ip} + {k} is past 255.255.255.255") from None
-        server_list.append({
-            "server_id": address,
-            "device": [
-                {"device_id": str(d), "device_ip": "", "rank_id": str(k * per_server + d)}
-                for d in range(per_server)
-            ],
-        })
-    data = {"version": "1.0", "status": "completed", "server_count": str(n_servers),
+    return node_table([(address, per_server) for address in addresses],
+                      f"<local_table({n_ranks}, {n_servers}, {first_ip!r})>")
+
+
+def node_table(nodes: Sequence[Tuple[str, int]], source: str = "<nodes>") -> RankTable:
+    """A version 1.0 table for CPU/GPU ranks: one server per (address, ranks) in node order, device
+    ids 0.. (the local rank) and an empty ``device_ip``, ranks counted across the nodes in order (as
+    torchrun's --node-rank numbers them)."""
+    server_list, first = [], 0
+    for address, count in nodes:
+        server_list.append({"server_id": address, "device": [
+            {"device_id": str(d), "device_ip": "", "rank_id": str(first + d)} for d in range(count)]})
+        first += count
+    data = {"version": "1.0", "status": "completed", "server_count": str(len(server_list)),
             "server_list": server_list}
-    return parse(data, f"<local_table({n_ranks}, {n_servers}, {first_ip!r})>")
+    return parse(data, source)

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import importlib.util
+import subprocess
 import os
 import signal
 import sys
@@ -146,3 +147,55 @@ def test_two_ranks_reach_the_heldout_error_of_one_rank(tmp_path: Path, one_rank_
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     two = _heldout_error(out)
     assert abs(two - one_rank_heldout_error) <= 0.05 * one_rank_heldout_error, (two, one_rank_heldout_error)
+
+
+def _node(out: Path, node_rank: int, nnodes: int, master_port: int, port: int, backend: str = "tf",
+          **extra: object) -> subprocess.Popen:
+    """One torchrun-style node on its own loopback address (127.0.0.2, .3, ...), no rank table."""
+    args = sets(**dict(TRAIN_ONLY, stages="[train,recover]", train__epochs=1, recovery__images=8,
+                       recovery__batch_size=4, recovery__m="[25]", recovery__methods="[vae_reg]",
+                       recovery__restarts=2, recovery__iters=30, **extra),
+                output_dir=out, backend=backend, devices__count=1, launch__port=port, train__batch_size=40)
+    return popen_launcher(SPEC, *args, "--nnodes", str(nnodes), "--node-rank", str(node_rank),
+                          "--master-addr", "127.0.0.2", "--master-port", str(master_port),
+                          "--local-addr", f"127.0.0.{2 + node_rank}")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_two_nodes_without_a_table_train_and_recover(tmp_path: Path, backend: str) -> None:
+    """torchrun's --nnodes/--node-rank/--master-addr/--master-port: two launchers, one rank each, meet
+    at node 0, build the same table, train data-parallel and share the recovery units."""
+    out, port, master = tmp_path / "job", free_port(), free_port(2)
+    nodes = [_node(out, r, 2, master, port, backend) for r in (1, 0)]  # node 1 may start first
+    try:
+        codes = [n.wait(timeout=400) for n in nodes]
+    finally:
+        for n in nodes:
+            stop(n)
+    outputs = [n.stdout.read() for n in nodes]
+    assert codes == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    assert "rendezvous: node 1 arrived from 127.0.0.3 (1 ranks)" in outputs[1]
+    assert "node 0 of 2, master 127.0.0.2" in outputs[1] and "starting ranks 1 of 2" in outputs[0]
+    import json
+
+    table = json.loads((out / "rank_table.json").read_text())
+    assert [s["server_id"] for s in table["server_list"]] == ["127.0.0.2", "127.0.0.3"]
+    report = json.loads((out / "report.json").read_text())
+    assert len(report["recovery"]) >= 1
+    assert not job_pids(out)
+
+
+def test_a_node_that_never_arrives_is_named(tmp_path: Path) -> None:
+    out, port, master = tmp_path / "job", free_port(), free_port(2)
+    nodes = [_node(out, r, 3, master, port, launch__rank_table_timeout_s=4) for r in (0, 1)]
+    try:
+        codes = [n.wait(timeout=60) for n in nodes]
+    finally:
+        for n in nodes:
+            stop(n)
+    outputs = [n.stdout.read() for n in nodes]
+    assert codes == [2, 2], outputs
+    for output in outputs:  # node 0 says it, and tells node 1
+        assert ("error: --nnodes 3: node rank(s) 2 did not reach the master 127.0.0.2:" in output
+                and "within 4 s (arrived: 0, 1)" in output), output
+    assert not (out / "logs").exists()

@@ -748,7 +748,7 @@ def test_local_table_errors(args: Any, pattern: str) -> None:
 def test_public_api_names() -> None:
     assert set(rank_table.__all__) == {
         "Device", "RankTable", "RankTableError", "RankTableNotReady", "Server", "SuperPod",
-        "generate", "load", "local_table", "merge", "parse", "parse_hccn_conf",
+        "generate", "load", "local_table", "merge", "node_table", "parse", "parse_hccn_conf",
         "parse_hccn_tool_ip", "wait_until_completed", "write"}
 
 
