@@ -47,9 +47,13 @@ def rendezvous(nodes: Nodes, job: str, count: int, timeout_s: float,
 
 def _master(nodes: Nodes, job: str, count: int, timeout_s: float,
             report: Callable[[str], None]) -> List[Tuple[str, int]]:
-    try:
-        server = socket.create_server((nodes.master_addr, nodes.master_port))
+    server = socket.socket(socket.AF_INET6 if ":" in nodes.master_addr else socket.AF_INET)
+    try:  # (socket.create_server is Python 3.8+; a rank host may run 3.7)
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind((nodes.master_addr, nodes.master_port))
+        server.listen(64)
     except OSError as e:
+        server.close()
         raise LaunchError(f"--master-addr {nodes.master_addr} --master-port {nodes.master_port}: cannot listen "
                           f"there ({e.strerror or e}). Give node 0 an address of its own and a free port") from None
     arrived: Dict[int, Tuple[str, int]] = {0: (nodes.local_addr or nodes.master_addr, count)}

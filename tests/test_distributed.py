@@ -15,7 +15,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import numpy as np
 import pytest
@@ -161,18 +161,21 @@ def _node(out: Path, node_rank: int, nnodes: int, master_port: int, port: int, b
                           "--local-addr", f"127.0.0.{2 + node_rank}")
 
 
+def _wait_all(nodes: List[subprocess.Popen], timeout: float) -> Tuple[List[int], List[str]]:
+    try:
+        codes = [n.wait(timeout=timeout) for n in nodes]
+    finally:
+        for n in nodes:
+            stop(n)
+    return codes, [n.stdout.read() for n in nodes]
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_two_nodes_without_a_table_train_and_recover(tmp_path: Path, backend: str) -> None:
     """torchrun's --nnodes/--node-rank/--master-addr/--master-port: two launchers, one rank each, meet
     at node 0, build the same table, train data-parallel and share the recovery units."""
     out, port, master = tmp_path / "job", free_port(), free_port(2)
-    nodes = [_node(out, r, 2, master, port, backend) for r in (1, 0)]  # node 1 may start first
-    try:
-        codes = [n.wait(timeout=400) for n in nodes]
-    finally:
-        for n in nodes:
-            stop(n)
-    outputs = [n.stdout.read() for n in nodes]
+    codes, outputs = _wait_all([_node(out, r, 2, master, port, backend) for r in (1, 0)], 400)  # 1 first
     assert codes == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
     assert "rendezvous: node 1 arrived from 127.0.0.3 (1 ranks)" in outputs[1]
     assert "node 0 of 2, master 127.0.0.2" in outputs[1] and "starting ranks 1 of 2" in outputs[0]
@@ -187,13 +190,7 @@ def test_two_nodes_without_a_table_train_and_recover(tmp_path: Path, backend: st
 
 def test_a_node_that_never_arrives_is_named(tmp_path: Path) -> None:
     out, port, master = tmp_path / "job", free_port(), free_port(2)
-    nodes = [_node(out, r, 3, master, port, launch__rank_table_timeout_s=4) for r in (0, 1)]
-    try:
-        codes = [n.wait(timeout=60) for n in nodes]
-    finally:
-        for n in nodes:
-            stop(n)
-    outputs = [n.stdout.read() for n in nodes]
+    codes, outputs = _wait_all([_node(out, r, 3, master, port, launch__rank_table_timeout_s=4) for r in (0, 1)], 60)
     assert codes == [2, 2], outputs
     for output in outputs:  # node 0 says it, and tells node 1
         assert ("error: --nnodes 3: node rank(s) 2 did not reach the master 127.0.0.2:" in output
