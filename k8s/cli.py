@@ -36,6 +36,8 @@ def _cluster_flags(p: argparse.ArgumentParser) -> None:
 
 def _render_flags(render: argparse.ArgumentParser, namespace: bool = True) -> None:
     render.add_argument("spec", type=Path, help="job spec (YAML), e.g. configs/mnist_8p.yaml")
+    render.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a spec key, as the launcher's --set (e.g. --set train.epochs=2)")
     render.add_argument("--nodes", type=int, default=1, metavar="N",
                         help="servers (one pod each) (default: 1)")
     render.add_argument("--image", default=r.DEFAULT_IMAGE, metavar="IMAGE",
@@ -50,6 +52,9 @@ def _render_flags(render: argparse.ArgumentParser, namespace: bool = True) -> No
     render.add_argument("--target", default=r.TARGETS[0], choices=r.TARGETS,
                         help="ascend: Ascend 910 nodes, rank table from hccl-controller / Ascend Operator; "
                              "gpu: NVIDIA GPU nodes, rank table built in the pod (default: ascend)")
+    render.add_argument("--operator", default=r.OPERATORS[0], choices=r.OPERATORS,
+                        help="volcano: a Volcano Job, rank table from hccl-controller / Ascend Operator; "
+                             "ascend: Ascend Operator's AscendJob, rank-table-free (CM_*) (default: volcano)")
     render.add_argument("--pull-policy", default=r.PULL_POLICIES[0], choices=r.PULL_POLICIES,
                         help=f"imagePullPolicy of the container (default: {r.PULL_POLICIES[0]})")
     render.add_argument("--queue", default=r.DEFAULT_QUEUE, metavar="QUEUE",
@@ -83,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("validate", help="check manifests offline",
                            description="Check manifests as the API server (and Volcano) would, offline: "
                                        f"Kubernetes {v.KUBERNETES_VERSION} strict schemas for core objects, "
-                                       "the project's Volcano Job schema for Volcano Jobs.")
+                                       "the project's Volcano Job schema for Volcano Jobs, Ascend Operator's "
+                                       "CRD schema for AscendJobs.")
     check.add_argument("paths", type=Path, nargs="*", default=[r.PACKAGE_DIR], metavar="PATH",
                        help="manifest files, or folders whose top-level .yaml/.yml/.json files are "
                             "checked as kubectl apply -f reads them (default: the k8s folder)")
@@ -126,13 +132,17 @@ def render_options(args: argparse.Namespace) -> r.RenderOptions:
     return r.RenderOptions(nodes=args.nodes, image=args.image, namespace=getattr(args, "namespace", None),
                            storage_class=args.storage_class, host_arch=args.host_arch, target=args.target,
                            pull_policy=args.pull_policy, queue=args.queue, priority_class=args.priority_class,
-                           restarts=args.restarts)
+                           restarts=args.restarts, operator=args.operator)
 
 
 def run_render(args: argparse.Namespace) -> int:
     options = render_options(args)
+    if options.operator != r.OPERATORS[0] and not args.check and args.out == r.PACKAGE_DIR:
+        print(f"error: --operator {options.operator}: the k8s folder holds the Volcano Job's render (kubectl "
+              "apply -f k8s/ would create both jobs). Render into a folder of your own: --out DIR", file=sys.stderr)
+        return EXIT_BAD_INPUT
     try:
-        files = r.render_file(args.spec, options)
+        files = r.render_file(args.spec, options, args.overrides)
     except (SpecError, r.RenderError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -167,7 +177,7 @@ def run_validate(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     files = v.manifest_files(args.paths)
     print(f"ok: {len(files)} file(s) valid (Kubernetes {v.KUBERNETES_VERSION} strict schemas, "
-          f"Volcano Job schema)")
+          f"Volcano Job schema, AscendJob CRD schema)")
     return EXIT_OK
 
 
@@ -181,10 +191,15 @@ def run_cluster(args: argparse.Namespace) -> int:
 
     try:
         if args.command == "submit":
+            if args.operator != r.OPERATORS[0]:
+                print(f"error: submit --operator {args.operator}: submit creates Volcano Jobs only. Render the "
+                      "AscendJob (python -m k8s render SPEC --operator ascend --out DIR) and kubectl apply -f DIR",
+                      file=sys.stderr)
+                return EXIT_BAD_INPUT
             k = c.connect(args.kubeconfig, args.context, args.namespace)
             options = dataclasses.replace(render_options(args), namespace=k.namespace)
             try:
-                files = r.render_file(args.spec, options)
+                files = r.render_file(args.spec, options, args.overrides)
             except (SpecError, r.RenderError) as e:
                 print(f"error: {e}", file=sys.stderr)
                 return EXIT_BAD_INPUT

@@ -9,6 +9,12 @@
   wrapping it in a core/v1 PodTemplate) and each volumeClaim as a PersistentVolumeClaim spec. Then
   the rules Volcano's admission webhook applies across fields (minAvailable against replicas,
   event xor exitCode, ...).
+- Ascend Operator's AscendJobs go through the CRD's own openAPIV3Schema (``schemas/ascendjob-v1.openapi.json``,
+  copied unchanged from Ascend/mind-cluster, source and commit in ``ascendjob-v1.source.json``), read
+  as the API server reads a structural schema with strict field validation: a field the schema does
+  not list is an error unless the schema preserves unknown fields there. Each replica's pod template
+  is checked as a Volcano task's is, then the operator's own rules (a container named ``ascend``,
+  the framework label, TensorFlow's Chief and Worker replicas).
 - For every pod spec, the API server's own cross-field checks that JSON schemas cannot express:
   mounts name declared volumes, resource quantities are well formed, extended resources (NPUs)
   are whole numbers with requests equal to limits.
@@ -38,6 +44,12 @@ KUBERNETES_VERSION = "1.25"
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 VOLCANO_JOB = ("batch.volcano.sh/v1alpha1", "Job")
+ASCEND_JOB = ("mindxdl.gitee.com/v1", "AscendJob")
+# Ascend/mind-cluster component/ascend-common/api: DefaultContainerName, and the frameworks and
+# TensorFlow replica types of apis/batch/v1/constants.go.
+ASCEND_CONTAINER = "ascend"
+ASCEND_FRAMEWORKS = ("mindspore", "pytorch", "tensorflow")
+TF_REPLICA_TYPES = ("Chief", "Worker")
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")  # what kubectl apply -f DIR reads
 
 # Kubernetes' resource.Quantity, as in the CRDs' int-or-string pattern.
@@ -121,20 +133,28 @@ def volcano_schema() -> Dict[str, Any]:
         return json.load(f)
 
 
+def _schema_problems(validator: Any, obj: Mapping[str, Any], where: str) -> List[Problem]:
+    return [Problem(where, field_path(e.path), _describe(e))
+            for e in sorted(validator.iter_errors(obj), key=lambda e: [str(p) for p in e.path])]
+
+
+def _template(template: Any, name: str, where: str, path: str) -> List[Problem]:
+    """A pod template against Kubernetes' strict PodTemplateSpec (wrapped in a core/v1 PodTemplate)."""
+    if not isinstance(template, dict):
+        return []
+    wrapper = {"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": name}, "template": template}
+    return _core(wrapper, where, path)
+
+
 def _volcano(job: Mapping[str, Any], where: str) -> List[Problem]:
-    validator = jsonschema.Draft202012Validator(volcano_schema())
-    problems = [Problem(where, field_path(e.path), _describe(e))
-                for e in sorted(validator.iter_errors(job), key=lambda e: [str(p) for p in e.path])]
+    problems = _schema_problems(jsonschema.Draft202012Validator(volcano_schema()), job, where)
     spec = job.get("spec")
     if not isinstance(spec, dict):
         return problems
     tasks = [t for t in spec.get("tasks") or [] if isinstance(t, dict)]
     for i, task in enumerate(tasks):
-        template = task.get("template")
-        if isinstance(template, dict):
-            wrapper = {"apiVersion": "v1", "kind": "PodTemplate",
-                       "metadata": {"name": str(task.get("name") or "task")}, "template": template}
-            problems += _core(wrapper, where, f"spec.tasks[{i}].template")
+        problems += _template(task.get("template"), str(task.get("name") or "task"), where,
+                              f"spec.tasks[{i}].template")
     for i, volume in enumerate(spec.get("volumes") or []):
         if isinstance(volume, dict) and isinstance(volume.get("volumeClaim"), dict):
             wrapper = {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
@@ -178,6 +198,71 @@ def _volcano_rules(job: Mapping[str, Any], where: str) -> List[Problem]:
         template_spec = task["template"].get("spec")
         if isinstance(template_spec, dict):
             out += _pod_rules(template_spec, f"spec.tasks[{i}].template.spec", where)
+    return out
+
+
+@functools.cache
+def ascendjob_schema() -> Dict[str, Any]:
+    with open(SCHEMA_DIR / "ascendjob-v1.openapi.json", encoding="utf-8") as f:
+        return _structural(json.load(f))
+
+
+def _structural(schema: Any) -> Any:
+    """An OpenAPI v3 structural schema as the API server applies it with strict field validation:
+    an object's unlisted fields are errors, except under x-kubernetes-preserve-unknown-fields."""
+    if isinstance(schema, list):
+        return [_structural(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: (_structural(v) if k in ("items", "additionalProperties", "anyOf", "allOf", "oneOf") else v)
+           for k, v in schema.items()}
+    if "properties" in schema:
+        out["properties"] = {k: _structural(v) for k, v in schema["properties"].items()}
+        if "additionalProperties" not in schema and not schema.get("x-kubernetes-preserve-unknown-fields"):
+            out["additionalProperties"] = False
+    return out
+
+
+def _ascend_job(job: Mapping[str, Any], where: str) -> List[Problem]:
+    problems = _schema_problems(jsonschema.Draft4Validator(ascendjob_schema()), job, where)
+    spec = job.get("spec")
+    replicas = spec.get("replicaSpecs") if isinstance(spec, dict) else None
+    if not isinstance(replicas, dict):
+        return problems
+    for kind, replica in replicas.items():
+        if isinstance(replica, dict):
+            problems += _template(replica.get("template"), str(kind).lower(), where,
+                                  f"spec.replicaSpecs.{kind}.template")
+    return problems or _ascend_job_rules(job, where)
+
+
+def _ascend_job_rules(job: Mapping[str, Any], where: str) -> List[Problem]:
+    """What Ascend Operator needs beyond its schema (its defaults.go, env.go, pod.go)."""
+    out: List[Problem] = []
+    framework = (job["metadata"].get("labels") or {}).get("framework")
+    if framework not in ASCEND_FRAMEWORKS:
+        out.append(Problem(where, "metadata.labels.framework", f"{framework!r}: the operator runs "
+                                                               f"{', '.join(ASCEND_FRAMEWORKS)} jobs"))
+    replicas = job["spec"]["replicaSpecs"]
+    if framework == "tensorflow":
+        for kind in replicas:
+            if kind not in TF_REPLICA_TYPES:
+                out.append(Problem(where, f"spec.replicaSpecs.{kind}", "a TensorFlow job has replica types "
+                                                                       f"{' and '.join(TF_REPLICA_TYPES)}"))
+        if replicas.get("Chief", {}).get("replicas", 1) != 1:
+            out.append(Problem(where, "spec.replicaSpecs.Chief.replicas", "a TensorFlow job has one Chief"))
+    total = sum(r.get("replicas", 1) for r in replicas.values())
+    policy = (job["spec"].get("runPolicy") or {}).get("schedulingPolicy") or {}
+    if policy.get("minAvailable", 0) > total:
+        out.append(Problem(where, "spec.runPolicy.schedulingPolicy.minAvailable",
+                           f"{policy['minAvailable']} is more than the {total} pod(s): the job could never start"))
+    for kind, replica in replicas.items():
+        path = f"spec.replicaSpecs.{kind}.template.spec"
+        pod = (replica.get("template") or {}).get("spec") or {}
+        if ASCEND_CONTAINER not in [c.get("name") for c in pod.get("containers") or []]:
+            out.append(Problem(where, f"{path}.containers", f"no container named {ASCEND_CONTAINER!r}: the "
+                                                            "operator sets its environment (CM_*) only there"))
+        out += _pod_rules(pod, path, where)
     return out
 
 
@@ -288,6 +373,8 @@ def check_object(obj: Any, where: str = "<object>") -> List[Problem]:
         return [Problem(where, "metadata.name", "every object needs a name")]
     if (api, kind) == VOLCANO_JOB:
         return _volcano(obj, where)
+    if (api, kind) == ASCEND_JOB:
+        return _ascend_job(obj, where)
     problems = _core(obj, where)
     if not problems:
         for path, pod in _pod_specs(obj):

@@ -213,3 +213,42 @@ def test_cli_reports_bad_input_with_exit_2(tmp_path: Path, capsys: pytest.Captur
     assert cli.main(["render", str(write_spec(tmp_path, "nmae: t\n")), "--out", str(tmp_path / "o")]) == 2
     assert "Did you mean 'name'?" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_set_overrides_the_spec_and_names_itself(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "o"
+    assert cli.main(["render", str(SPEC), "--set", "train.epochs=3", "--set", "launch.grace_period_s=90",
+                     "--out", str(out)]) == 0
+    configmaps = (out / "00-configmaps.yaml").read_text()
+    assert "--set train.epochs=3 --set launch.grace_period_s=90` from the job spec" in configmaps
+    (spec_map,) = [o for o in yaml.safe_load_all(configmaps) if o and o["metadata"]["name"].endswith("-spec")]
+    pod_spec = yaml.safe_load(spec_map["data"]["job.yaml"])
+    assert pod_spec["train"]["epochs"] == 3
+    (job,) = [o for o in yaml.safe_load_all((out / "20-volcanojob.yaml").read_text()) if o]
+    assert job["spec"]["tasks"][0]["template"]["spec"]["terminationGracePeriodSeconds"] == 90 + r.TERMINATION_MARGIN_S
+    capsys.readouterr()
+    assert cli.main(["render", str(SPEC), "--set", "train.epoch=3", "--out", str(out)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: --set: train.epoch: unknown key. Did you mean 'train.epochs'?")
+
+
+def test_gpu_example_spec_renders_for_the_gpu_target(tmp_path: Path) -> None:
+    assert cli.main(["render", str(REPO / "configs/gpu_8p.yaml"), "--target", "gpu", "--nodes", "2",
+                     "--out", str(tmp_path)]) == 0
+    assert cli.main(["validate", str(tmp_path)]) == 0
+
+
+def test_ascend_operator_render_is_rank_table_free(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["render", str(SPEC), "--operator", "ascend"]) == 2  # not into k8s/ beside the Volcano Job
+    assert "--out DIR" in capsys.readouterr().err
+    assert cli.main(["render", str(SPEC), "--operator", "ascend", "--nodes", "2", "--out", str(tmp_path)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["00-configmaps.yaml", "10-pvcs.yaml", "20-ascendjob.yaml"]
+    objects = [o for f in sorted(tmp_path.iterdir()) for o in yaml.safe_load_all(f.read_text()) if o]
+    assert not [o for o in objects if o["metadata"]["name"].startswith(r.RINGS_PREFIX)]
+    assert all(r.RING_LABEL not in (o["metadata"].get("labels") or {}) for o in objects)
+    (spec_map,) = [o for o in objects if o["metadata"]["name"].endswith("-spec")]
+    assert yaml.safe_load(spec_map["data"]["job.yaml"])["launch"]["rank_table"] is None
+    (job,) = [o for o in objects if o["kind"] == "AscendJob"]
+    assert job["spec"]["replicaSpecs"]["Worker"]["replicas"] == 1
+    assert cli.main(["render", str(SPEC), "--operator", "ascend", "--target", "gpu", "--out", str(tmp_path)]) == 2
+    assert cli.main(["validate", str(tmp_path)]) == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any, Callable, Dict, List
 
@@ -186,3 +187,45 @@ def test_folder_is_read_as_kubectl_reads_it(tmp_path: Path) -> None:
     (tmp_path / "sub" / "x.yaml").write_text("kind: Nonsense\n")  # kubectl apply -f DIR does not recurse
     (tmp_path / "cm.json").write_text('{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}}')
     assert v.check_paths([tmp_path]) == []
+
+
+# -- Ascend Operator's AscendJob (--operator ascend), against the CRD's own schema ---------------
+
+def _ascend_job(nodes: int = 2) -> Dict[str, Any]:
+    from job.spec import load_spec
+
+    spec = load_spec(Path(r.REPO_ROOT) / "configs/mnist_8p.yaml")
+    return r.ascend_job(spec, r.RenderOptions(nodes=nodes, operator="ascend"))
+
+
+def test_the_ascendjob_render_validates_against_the_crd_schema() -> None:
+    job = _ascend_job()
+    assert v.check_object(job, "acjob") == []
+    assert set(job["spec"]["replicaSpecs"]) == {"Chief", "Worker"}
+    container = job["spec"]["replicaSpecs"]["Chief"]["template"]["spec"]["containers"][0]
+    assert container["name"] == "ascend" and container["ports"] == [{"containerPort": 2222, "name": "ascendjob-port"}]
+    assert "volumeMounts" in container and all(m["name"] != "ascend-910-config" for m in container["volumeMounts"])
+    source = json.loads((Path(r.REPO_ROOT) / "k8s/schemas/ascendjob-v1.source.json").read_text())
+    assert source["repository"] == "https://github.com/Ascend/mind-cluster" and len(source["commit"]) == 40
+
+
+@pytest.mark.parametrize("change, path, says", [
+    (lambda j: j["spec"].update(replicaSpec=j["spec"].pop("replicaSpecs")), "spec", "replicaSpecs"),
+    (lambda j: j["spec"]["runPolicy"].update(backoffLimit="3"), "spec.runPolicy.backoffLimit", "is not of type"),
+    (lambda j: j["spec"]["runPolicy"]["schedulingPolicy"].update(minAvailable=3),
+     "spec.runPolicy.schedulingPolicy.minAvailable", "more than the 2 pod(s)"),
+    (lambda j: j["spec"]["replicaSpecs"]["Chief"].update(replica=1), "spec.replicaSpecs.Chief",
+     "Additional properties"),
+    (lambda j: j["spec"]["replicaSpecs"]["Chief"]["template"]["spec"]["containers"][0].update(name="main"),
+     "spec.replicaSpecs.Chief.template.spec.containers", "no container named 'ascend'"),
+    (lambda j: j["spec"]["replicaSpecs"]["Worker"]["template"]["spec"]["containers"][0].update(imagePullPolcy="Always"),
+     "spec.replicaSpecs.Worker.template", "imagePullPolcy"),
+    (lambda j: j["metadata"]["labels"].update(framework="tf"), "metadata.labels.framework", "'tf'"),
+    (lambda j: j["spec"]["replicaSpecs"].update(PS=j["spec"]["replicaSpecs"]["Worker"]), "spec.replicaSpecs.PS",
+     "replica types Chief and Worker"),
+])
+def test_a_broken_ascendjob_is_refused(change: Any, path: str, says: str) -> None:
+    job = _ascend_job()
+    change(job)
+    problems = v.check_object(job, "acjob")
+    assert any(p.path.startswith(path) and says in p.message for p in problems), [str(p) for p in problems]
