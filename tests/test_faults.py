@@ -181,8 +181,11 @@ PREEMPT = dict(stages="[train]", data__train_limit=4000, train__epochs=1, train_
                train__log_every=5, devices__threads=1, launch__grace_period_s=20, launch__collective_timeout_s=60)
 
 
-@pytest.mark.parametrize("ranks", [1, 2])
-def test_sigterm_mid_epoch_checkpoints_and_the_rerun_equals_an_uninterrupted_run(tmp_path: Path, ranks: int) -> None:
+# (backend horovod passes too, in 92 s on this machine: left out to keep `make test` under 15 minutes;
+# the stop logic is the engines' all-reduce, which tests/test_distributed.py covers for both.)
+@pytest.mark.parametrize("ranks, backend", [(1, "local"), (2, "tf")], ids=["1-rank", "2-ranks-tf"])
+def test_sigterm_mid_epoch_checkpoints_and_the_rerun_equals_an_uninterrupted_run(tmp_path: Path, ranks: int,
+                                                                                 backend: str) -> None:
     """A Volcano eviction as the launcher sees it: SIGTERM mid-epoch (one epoch of 200 / 100 steps).
     Every rank finishes its step, rank 0 writes a mid-epoch checkpoint, the launcher exits 75 within
     the grace period naming step and checkpoint; the rerun resumes there and its final weights equal
@@ -190,7 +193,7 @@ def test_sigterm_mid_epoch_checkpoints_and_the_rerun_equals_an_uninterrupted_run
     port = free_port()
 
     def args(run: Path) -> List[str]:
-        extra = dict(backend="tf", launch__port=port) if ranks > 1 else {}
+        extra = dict(backend=backend, launch__port=port) if ranks > 1 else {}
         return sets(**PREEMPT, **extra, output_dir=run, devices__count=ranks)
 
     whole = tmp_path / "whole"
