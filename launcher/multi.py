@@ -13,8 +13,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import rank_table
 from common.exits import EXIT_BAD_INPUT, EXIT_FAILED
-from csgm.cm_mode import CmCluster
 from common.files import atomic_write_text
+from csgm.cm_mode import CmCluster
 from job.plan import describe_plan
 from job.spec import JobSpec, spec_to_yaml
 from launcher import ascend
