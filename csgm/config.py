@@ -110,6 +110,9 @@ class RecoveryConfig:
                           "less reliably (measured at m = 10 and 25, docs/benchmarks.md)", min=0)
     prune_keep_small_m: int = option(5, "restarts per image that pruning keeps to the end when m < small_m "
                                      "(every method, Sparse-Gen included)", min=1)
+    prune_trend: float = option(0.0, "0: pruning ranks an image's restarts by total loss; > 0: by the loss less "
+                                "this times the further drop its slope since the previous check forecasts "
+                                "(csgm.schedule.forecast), so a restart still falling fast is kept", min=0.0)
     stop_window: int = option(50, "steps between an image's convergence checks", min=1)
     stop_tol: float = option(3e-3, "an image stops once its best total loss improved by less than this "
                              "fraction over the last stop_window steps; 0: never stop early", min=0.0)
@@ -126,4 +129,4 @@ class RecoveryConfig:
         """Where the steps go, over ``iters`` steps per restart (default: ``self.iters``; Sparse-Gen
         brings its authors' budget per m)."""
         return Schedule(self.iters if iters is None else iters, self.prune_after, self.prune_keep,
-                        self.stop_window, self.stop_tol)
+                        self.stop_window, self.stop_tol, prune_trend=self.prune_trend)
