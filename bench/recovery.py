@@ -24,9 +24,8 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-from collections import defaultdict
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, Iterable, List, Tuple
 
 import numpy as np
 
@@ -56,17 +55,32 @@ def run_side(generator: Path, folder: Path, images: int, ms: List[int], sets: Di
         if (generator / part).is_dir():
             shutil.copytree(generator / part, folder / part)
     launch(SPEC, dict(recovery_sets(images, ms), output_dir=folder, **sets))
-    groups: Dict[str, Dict[str, Any]] = defaultdict(lambda: {"errors": {}, "seconds": 0.0, "restart_steps": 0})
-    for unit in (folder / "recovery/units").glob("*.json"):
+    return unit_errors(folder)
+
+
+def unit_errors(folder: Path) -> Dict[str, Dict[str, Any]]:
+    """Per (m, method) of a launcher run's recovery units: errors by image, seconds, restart-steps."""
+    groups: Dict[str, Dict[str, Any]] = {}
+    for unit in (Path(folder) / "recovery/units").glob("*.json"):
         record = json.loads(unit.read_text())
         u = record["unit"]
-        group = groups[f"{u['m']}-{u['method']}"]
-        group["seconds"] += record["seconds"]
+        g = groups.setdefault(f"{u['m']}-{u['method']}", {"errors": {}, "seconds": 0.0, "restart_steps": 0})
+        g["seconds"] += record["seconds"]
         for row in record["rows"]:
-            group["errors"][row["image"]] = row["mse"]
-            group["restart_steps"] += row["restart_steps"]
-    return {key: {"errors": [g["errors"][i] for i in sorted(g["errors"])], "seconds": g["seconds"],
-                  "restart_steps": g["restart_steps"]} for key, g in groups.items()}
+            g["errors"][row["image"]] = row["mse"]
+            g["restart_steps"] += row.get("restart_steps", 0)
+    return {k: dict(g, errors=[g["errors"][i] for i in sorted(g["errors"])]) for k, g in groups.items()}
+
+
+def paired(full: Iterable[float], other: Iterable[float]) -> Dict[str, float]:
+    """Per-image difference other - full: mean, SEM, mean / SEM (0 when identical), images > 10% worse."""
+    f, o = np.asarray(list(full), float), np.asarray(list(other), float)
+    d = o - f
+    sem = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
+    mean = float(d.mean())
+    return {"full": float(f.mean()), "other": float(o.mean()), "diff": mean, "sem": sem,
+            "z": mean / sem if sem > 0 else (0.0 if mean == 0 else float(np.sign(mean)) * np.inf),
+            "worse_10pct": int(np.sum(o > 1.1 * f)), "images": int(len(d))}
 
 
 def reference_side(generator: Path, images: int) -> Dict[str, Any]:
