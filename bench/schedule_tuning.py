@@ -46,7 +46,7 @@ GRID: Dict[str, Tuple[Any, ...]] = {
     "prune_keep": (2, 3),
     "small_m": (40, 75),
     "prune_keep_small_m": (3, 5),
-    "stop_tol": (3e-3, 1e-3, 3e-4),
+    "stop_tol": (3e-3, 1e-3, 3e-4, 0.0),
     "prune_trend": (0.0, 0.5, 1.0, 2.0),
     "sparse_gen_keep": (3, 5),
 }
@@ -147,15 +147,17 @@ def load_points() -> Dict[Tuple[str, str, int], Dict[str, np.ndarray]]:
 def score(spec: Any, points: Dict[Tuple[str, str, int], Dict[str, np.ndarray]]) -> Dict[str, Any]:
     rows, spent, budget = {}, 0, 0
     for (name, method, m), tr in points.items():
-        full_plan = replace(method_plan(spec, method, m), prune_after=0, stop_tol=0.0, prune_trend=0.0)
-        full, full_steps = replay(full_plan, tr["losses"], tr["errors"])
+        if "full" not in tr:  # the full budget: every restart to the end, the lowest final loss
+            full_plan = replace(method_plan(spec, method, m), prune_after=0, stop_tol=0.0, prune_trend=0.0)
+            tr["full"], tr["full_steps"] = replay(full_plan, tr["losses"], tr["errors"])
+        full, full_steps = tr["full"], tr["full_steps"]
         mine, steps = replay(method_plan(spec, method, m), tr["losses"], tr["errors"])
         rows[f"{name}-{method}-{m}"] = dict(paired(full, mine), work=float(steps.sum() / full_steps.sum()))
         spent, budget = spent + steps.sum(), budget + full_steps.sum()
     return {"rows": rows, "worst_z": max(r["z"] for r in rows.values()), "work": float(spent / budget)}
 
 
-def tune(margin: float) -> None:
+def tune(margin: float, max_work: float) -> None:
     from csgm.config import RecoveryConfig
 
     points = load_points()
@@ -171,17 +173,26 @@ def tune(margin: float) -> None:
         results.append((candidate, score(replace(base, **candidate), points)))
     old = {k: getattr(base, k) for k in keys}
     old_score = score(base, points)
-    ok = [r for r in results if r[1]["worst_z"] <= margin]
-    chosen = min(ok, key=lambda r: r[1]["work"]) if ok else min(results, key=lambda r: (r[1]["worst_z"], r[1]["work"]))
+    for _, sc in results + [(None, old_score)]:
+        sc["failing"] = sum(r["z"] > margin for r in sc["rows"].values())
+        sc["mean_rel_gap"] = float(np.mean([r["diff"] / r["full"] for r in sc["rows"].values()]))
+    ok = [r for r in results if r[1]["failing"] == 0]
+    # None passing: within the speed budget (max_work), the fewest failing points, then the smallest
+    # mean relative gap. Not the smallest worst z: that rewards noisy differences.
+    affordable = [r for r in results if r[1]["work"] <= max_work] or results
+    chosen = (min(ok, key=lambda r: r[1]["work"]) if ok
+              else min(affordable, key=lambda r: (r[1]["failing"], r[1]["mean_rel_gap"])))
     # The cost of each idea alone, from the chosen schedule: the same with one option changed.
     ideas = {}
     for k in keys:
         for v in GRID[k]:
             if v != chosen[0][k]:
                 s = score(replace(base, **dict(chosen[0], **{k: v})), points)
-                ideas[f"{k}={v}"] = {"worst_z": s["worst_z"], "work": s["work"]}
+                ideas[f"{k}={v}"] = {"worst_z": s["worst_z"], "work": s["work"],
+                                     "failing": sum(r["z"] > margin for r in s["rows"].values())}
     out = {"digits": "validation (data.validation: the 100 after the 100 test digits of the sample's fixed order)",
-           "points": sorted(f"{n}-{meth}-{m}" for n, meth, m in points), "margin": margin, "grid": GRID,
+           "points": sorted(f"{n}-{meth}-{m}" for n, meth, m in points), "margin": margin,
+           "max_work": max_work, "grid": GRID,
            "candidates": len(results), "passing": len(ok), "chosen": chosen[0], "chosen_score": chosen[1],
            "previous_defaults": old, "previous_score": old_score, "one_change_from_chosen": ideas,
            "seconds": time.perf_counter() - began}
@@ -193,11 +204,16 @@ def tune(margin: float) -> None:
 def report(out: Dict[str, Any]) -> str:
     lines = ["# Schedule defaults chosen on validation digits (`python -m bench.schedule_tuning tune`)", "",
              f"Digits: {out['digits']}. {out['candidates']} candidates replayed, {out['passing']} within "
-             f"{out['margin']} SEM (paired) of the full budget at every point; the cheapest is chosen.", "",
+             f"{out['margin']} SEM (paired) of the full budget at every point; the cheapest passing one is chosen, "
+             f"else among those using at most {out['max_work']:.0%} of the restart-steps the one with the fewest "
+             "failing points, then the smallest mean relative gap.", "",
              f"Chosen: `{out['chosen']}`, {out['chosen_score']['work']:.1%} of the full budget's restart-steps, "
-             f"worst gap {out['chosen_score']['worst_z']:+.2f} SEM.",
+             f"worst gap {out['chosen_score']['worst_z']:+.2f} SEM, {out['chosen_score']['failing']} of "
+             f"{len(out['chosen_score']['rows'])} points beyond {out['margin']} SEM, mean relative gap "
+             f"{out['chosen_score']['mean_rel_gap']:+.2%}.",
              f"Previous defaults: `{out['previous_defaults']}`, {out['previous_score']['work']:.1%}, worst gap "
-             f"{out['previous_score']['worst_z']:+.2f} SEM.", ""]
+             f"{out['previous_score']['worst_z']:+.2f} SEM, {out['previous_score']['failing']} points beyond, "
+             f"mean relative gap {out['previous_score']['mean_rel_gap']:+.2%}.", ""]
     rows = [["generator-method-m", "full MSE", "chosen: diff ± SEM (z)", "> 10% worse", "work",
              "previous: diff ± SEM (z)", "> 10% worse", "work"]]
     for key in sorted(out["chosen_score"]["rows"], key=lambda k: (k.split("-")[0], int(k.split("-")[-1]), k)):
@@ -206,8 +222,9 @@ def report(out: Dict[str, Any]) -> str:
                      str(c["worse_10pct"]), f"{c['work']:.0%}", f"{p['diff']:+.5f} ± {p['sem']:.5f} ({p['z']:+.2f})",
                      str(p["worse_10pct"]), f"{p['work']:.0%}"])
     lines += [table(rows), "", "One option changed from the chosen schedule (worst gap in SEM, work):", ""]
-    lines += [table([["change", "worst gap / SEM", "work"]] + [[k, f"{v['worst_z']:+.2f}", f"{v['work']:.1%}"]
-                                                                for k, v in out["one_change_from_chosen"].items()])]
+    lines += [table([["change", "points beyond", "worst gap / SEM", "work"]]
+                    + [[k, str(v["failing"]), f"{v['worst_z']:+.2f}", f"{v['work']:.1%}"]
+                       for k, v in out["one_change_from_chosen"].items()])]
     return "\n".join(lines)
 
 
@@ -239,7 +256,9 @@ def main() -> None:
     rec.add_argument("--m", default="10,25,50,100,200,500")
     rec.add_argument("--methods", default=",".join(METHODS))
     tun = sub.add_parser("tune")
-    tun.add_argument("--margin", type=float, default=0.5)
+    tun.add_argument("--margin", type=float, default=1.0, help="paired gap allowed, in SEM of the difference")
+    tun.add_argument("--max-work", type=float, default=0.35, help="share of the full budget's restart-steps "
+                     "allowed when no candidate passes (0.35: what keeps 20x the reference style at m = 100)")
     jud = sub.add_parser("judge")
     jud.add_argument("--full", type=Path, required=True)
     jud.add_argument("--defaults", type=Path, required=True)
@@ -248,7 +267,7 @@ def main() -> None:
         record(args.generator, args.name, args.images, [int(v) for v in args.m.split(",")],
                args.methods.split(","), args.batch)
     elif args.command == "tune":
-        tune(args.margin)
+        tune(args.margin, args.max_work)
     else:
         judge(args.full, args.defaults)
 
