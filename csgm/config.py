@@ -99,19 +99,23 @@ class RecoveryConfig:
     precision: str = option("fp32", "'mixed': bfloat16 generator in the recovery loop",
                             choices=("fp32", "mixed"))
     # Where the steps go (csgm.schedule): per-image decisions, so results do not depend on batching.
-    # The defaults were chosen to give the full budget's error (docs/benchmarks.md); prune_after: 0
+    # The defaults were chosen on validation digits by bench/schedule_tuning.py (bench/schedule_tuning.md;
+    # test digits: docs/benchmarks.md); prune_after: 0
     # and stop_tol: 0 run every restart for all iters, as the reference.
-    prune_after: int = option(50, "steps every restart runs before pruning; then each doubling of the "
+    prune_after: int = option(100, "steps every restart runs before pruning; then each doubling of the "
                               "steps keeps the better half of an image's restarts by total loss; 0: never",
                               min=0)
     prune_keep: int = option(2, "restarts per image that pruning keeps to the end", min=1)
-    small_m: int = option(40, "below this many measurements pruning keeps at least prune_keep_small_m "
+    small_m: int = option(75, "below this many measurements pruning keeps at least prune_keep_small_m "
                           "restarts: with m near the latent size an image's early losses rank its restarts "
-                          "less reliably (measured at m = 10 and 25, docs/benchmarks.md)", min=0)
-    prune_keep_small_m: int = option(5, "restarts per image that pruning keeps to the end when m < small_m "
+                          "less reliably (chosen on validation digits: bench/schedule_tuning.md)", min=0)
+    prune_keep_small_m: int = option(3, "restarts per image that pruning keeps to the end when m < small_m "
                                      "(every method, Sparse-Gen included)", min=1)
+    prune_trend: float = option(0.0, "0: pruning ranks an image's restarts by total loss; > 0: by the loss less "
+                                "this times the further drop its slope since the previous check forecasts "
+                                "(csgm.schedule.forecast), so a restart still falling fast is kept", min=0.0)
     stop_window: int = option(50, "steps between an image's convergence checks", min=1)
-    stop_tol: float = option(3e-3, "an image stops once its best total loss improved by less than this "
+    stop_tol: float = option(3e-4, "an image stops once its best total loss improved by less than this "
                              "fraction over the last stop_window steps; 0: never stop early", min=0.0)
     sparse_gen_keep: int = option(3, "restarts per image that Sparse-Gen's pruning keeps into its z-and-nu "
                                   "phase (it prunes from prune_after as the others and never stops early: "
@@ -126,4 +130,4 @@ class RecoveryConfig:
         """Where the steps go, over ``iters`` steps per restart (default: ``self.iters``; Sparse-Gen
         brings its authors' budget per m)."""
         return Schedule(self.iters if iters is None else iters, self.prune_after, self.prune_keep,
-                        self.stop_window, self.stop_tol)
+                        self.stop_window, self.stop_tol, prune_trend=self.prune_trend)

@@ -11,7 +11,7 @@ images (per image, from its own losses); the full budget is the schedule that do
 from __future__ import annotations
 
 import warnings
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -62,9 +62,11 @@ class CsgmSolver:
         return z, m, v, self._losses(a, y, z, weight)
 
     def solve_scheduled(self, a: np.ndarray, y: np.ndarray, z0: np.ndarray, zprior_weight: float,
-                        learning_rate: float, plan: schedule.Schedule) -> Tuple[np.ndarray, schedule.Outcome]:
+                        learning_rate: float, plan: schedule.Schedule,
+                        observe: Optional[schedule.Observe] = None) -> Tuple[np.ndarray, schedule.Outcome]:
         """x_hat [B, 784] of measurements y [B, m] = x A + noise from restarts z0 [R, B, k], and
-        the schedule's outcome (winning loss, steps per image, work done)."""
+        the schedule's outcome (winning loss, steps per image, work done); ``observe``: see
+        ``schedule.run``."""
         a_t = tf.constant(a)
         weight, rate = tf.constant(zprior_weight, tf.float32), tf.constant(learning_rate, tf.float32)
 
@@ -76,7 +78,7 @@ class CsgmSolver:
 
         zeros = np.zeros_like(z0, np.float32)
         outcome = schedule.run(plan, {"z": np.asarray(z0, np.float32), "m": zeros, "v": zeros},
-                               {"y": np.asarray(y, np.float32)}, advance)
+                               {"y": np.asarray(y, np.float32)}, advance, observe)
         x = self.model.decode(tf.constant(outcome.state["z"]), self.dtype).numpy()
         return x, outcome
 

@@ -7,7 +7,10 @@ image's own losses only:
 
 - **pruning** (successive halving): from step ``prune_after`` on, every doubling of the steps
   keeps the better half of the image's restarts (rounded up), down to ``prune_keep``; ranked by
-  total loss, the criterion the final choice uses;
+  total loss, the criterion the final choice uses, or (``prune_trend`` > 0) by a forecast of it:
+  the loss minus ``prune_trend`` times what it would still lose if its slope since the previous
+  decision went on for as many steps again as it has run (:func:`forecast`), so a restart still
+  falling fast is not dropped for being behind early;
 - **stopping**: every ``stop_window`` steps an image whose best total loss improved by less than
   ``stop_tol`` (relative) over the last window is finished; its best restart is its result.
   Checks start at step ``stop_from``: a solver whose objective changes at some step (Sparse-Gen
@@ -15,7 +18,9 @@ image's own losses only:
 
 Finished images leave the batch and pruned restarts leave the state, so they stop costing work;
 the state is re-packed to a few padded sizes (``_bucket``) so a compiled loop sees few shapes.
-Every decision is a function of the image's own trajectory, so an image's result does not depend
+``observe`` (optional) sees every chunk's losses before the decisions, e.g. to record
+trajectories every ``record_every`` steps (bench/schedule_tuning.py replays them offline through
+this same :func:`run`). Every decision is a function of the image's own trajectory, so an image's result does not depend
 on which images share its batch, nor on the rank that computed it (up to float rounding of
 differently shaped matrix products).
 """
@@ -23,13 +28,15 @@ differently shaped matrix products).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
 State = Dict[str, np.ndarray]
 # advance(state [R, B, ...], per_image [B, ...], first_step, steps) -> (state, total losses [R, B])
 Advance = Callable[[State, State, int, int], Tuple[State, np.ndarray]]
+# observe(step, image indices [n], state [R, n, ...], total losses [R, n]) after each chunk
+Observe = Callable[[int, np.ndarray, State, np.ndarray], None]
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,8 @@ class Schedule:
     stop_window: int = 100     # steps between convergence checks
     stop_tol: float = 0.0      # 0: never stop early
     stop_from: int = 0         # no convergence check before this step
+    prune_trend: float = 0.0   # 0: prune by the loss; > 0: by forecast() (an extra check at prune_after // 2)
+    record_every: int = 0      # > 0: also end a chunk every this many steps (for ``observe``)
 
     def keep_at(self, step: int, restarts: int) -> int:
         """Restarts per image still running after ``step``."""
@@ -54,6 +63,10 @@ class Schedule:
     def boundaries(self, restarts: int) -> List[int]:
         """Steps at which decisions are taken (chunk ends), ending with ``iters``."""
         marks = set()
+        if self.record_every > 0:
+            marks.update(range(self.record_every, self.iters, self.record_every))
+        if self.prune_trend > 0 and self.prune_after > 1:
+            marks.add(self.prune_after // 2)
         if self.stop_tol > 0:
             marks.update(s for s in range(self.stop_window, self.iters, self.stop_window) if s >= self.stop_from)
         step = self.prune_after
@@ -86,7 +99,18 @@ def _bucket(n: int, full: int) -> int:
     return size
 
 
-def run(schedule: Schedule, state: State, per_image: State, advance: Advance) -> Outcome:
+def forecast(losses: np.ndarray, earlier: np.ndarray, step: int, earlier_step: int, trend: float) -> np.ndarray:
+    """What pruning ranks restarts by at ``step``: the total loss less ``trend`` x the further drop
+    if the slope since ``earlier_step`` (losses ``earlier``, NaN: unknown) went on for ``step``
+    more steps; a rising loss is not credited. ``trend`` 0 (or no earlier loss): the loss itself."""
+    if trend <= 0 or step <= earlier_step:
+        return losses
+    drop = np.nan_to_num(np.maximum(earlier - losses, 0.0), nan=0.0)
+    return losses - trend * drop * (step / (step - earlier_step))
+
+
+def run(schedule: Schedule, state: State, per_image: State, advance: Advance,
+        observe: Optional[Observe] = None) -> Outcome:
     """Run the schedule from ``state`` ([R, B, ...] arrays) for images with inputs ``per_image``."""
     restarts, batch = next(iter(state.values())).shape[:2]
     active = np.arange(batch)              # images still running, in batch order
@@ -97,6 +121,7 @@ def run(schedule: Schedule, state: State, per_image: State, advance: Advance) ->
     cost = np.zeros(batch, np.int64)
     computed = 0
     done_at = 0
+    earlier = np.full((restarts, batch), np.nan)  # each kept restart's loss at the previous chunk end
     for mark in schedule.boundaries(restarts):
         width = _bucket(len(active), batch)
         pad = np.concatenate([np.arange(len(active)), np.zeros(width - len(active), np.int64)])
@@ -107,13 +132,17 @@ def run(schedule: Schedule, state: State, per_image: State, advance: Advance) ->
         cost[active] += packed_rows(packed) // width * (mark - done_at)
         state = {k: v[:, :len(active)] for k, v in state_out.items()}
         losses = np.asarray(losses)[:, :len(active)]
-        done_at = mark
+        if observe is not None:
+            observe(mark, active, state, losses)
         keep = schedule.keep_at(mark, restarts)
-        if keep < losses.shape[0]:  # per image: the restarts with the lowest total loss
-            order = np.argsort(losses, axis=0, kind="stable")[:keep]
+        if keep < losses.shape[0]:  # per image: the restarts with the lowest (forecast) total loss
+            score = forecast(losses, earlier, mark, done_at, schedule.prune_trend)
+            order = np.argsort(score, axis=0, kind="stable")[:keep]
             state = {k: np.take_along_axis(v, order.reshape(order.shape + (1,) * (v.ndim - 2)), 0)
                      for k, v in state.items()}
             losses = np.take_along_axis(losses, order, 0)
+        done_at = mark
+        earlier = losses
         best = losses.min(axis=0)
         finished = np.full(len(active), mark >= schedule.iters)
         if schedule.stop_tol > 0 and mark % schedule.stop_window == 0 and mark >= schedule.stop_from:
@@ -128,6 +157,7 @@ def run(schedule: Schedule, state: State, per_image: State, advance: Advance) ->
             loss[active[finished]] = losses[winner, columns]
             steps[active[finished]] = mark
             state = {k: v[:, ~finished] for k, v in state.items()}
+            earlier = earlier[:, ~finished]
             active = active[~finished]
         if not len(active):
             break

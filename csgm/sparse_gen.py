@@ -23,7 +23,7 @@ between which ``csgm.schedule`` prunes restarts and retires converged images.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -107,11 +107,13 @@ class SparseGenSolver:
 
     def solve_scheduled(self, a: np.ndarray, y: np.ndarray, z0: np.ndarray, weight: float, zprior_weight: float,
                         learning_rate: float, plan: schedule.Schedule, mloss1_weight: float = 0.0,
-                        mloss2_weight: float = 1.0) -> Tuple[np.ndarray, schedule.Outcome]:
+                        mloss2_weight: float = 1.0, observe: Optional[schedule.Observe] = None
+                        ) -> Tuple[np.ndarray, schedule.Outcome]:
         """x_hat [B, 784] in [0, 1] and the schedule's outcome over ``plan.iters`` steps; ``weight`` 0
-        keeps nu at 0 (z alone). Convergence checks wait for nu to start moving (``z_only_steps``)."""
+        keeps nu at 0 (z alone). Convergence checks wait for nu to start moving (``z_only_steps``);
+        ``observe``: see ``schedule.run``."""
         z_only = z_only_steps(weight, plan.iters)
-        plan = replace(plan, stop_from=max(plan.stop_from, z_only if z_only < plan.iters else 0))
+        plan = checks_after_z_only(plan, weight)
         a_t, rate = tf.constant(a), tf.constant(learning_rate, tf.float32)
         w = tf.constant([mloss1_weight, mloss2_weight, zprior_weight, weight], tf.float32)
         names = ("z", "mz", "vz", "nu", "mn", "vn")
@@ -125,7 +127,7 @@ class SparseGenSolver:
         z0 = np.asarray(z0, np.float32)
         zeros, pixels = np.zeros_like(z0), np.zeros(z0.shape[:2] + (784,), np.float32)
         start = {"z": z0, "mz": zeros, "vz": zeros, "nu": pixels, "mn": pixels, "vn": pixels}
-        outcome = schedule.run(plan, start, {"y": np.asarray(y, np.float32)}, advance)
+        outcome = schedule.run(plan, start, {"y": np.asarray(y, np.float32)}, advance, observe)
         g = self.model.decode(tf.constant(outcome.state["z"]), self.dtype).numpy()
         return np.clip(g + outcome.state["nu"], 0.0, 1.0), outcome
 
@@ -136,6 +138,12 @@ class SparseGenSolver:
         x, outcome = self.solve_scheduled(a, y, z0, weight, zprior_weight, learning_rate, schedule.Schedule(iters),
                                           mloss1_weight, mloss2_weight)
         return x, outcome.loss
+
+
+def checks_after_z_only(plan: schedule.Schedule, weight: float) -> schedule.Schedule:
+    """The plan with its convergence checks moved past the z-only phase, where nu starts to move."""
+    z_only = z_only_steps(weight, plan.iters)
+    return replace(plan, stop_from=max(plan.stop_from, z_only if z_only < plan.iters else 0))
 
 
 def z_only_steps(weight: float, iters: int) -> int:

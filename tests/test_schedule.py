@@ -112,3 +112,44 @@ def test_result_of_an_image_does_not_depend_on_its_batch(part) -> None:
 
 def test_padded_widths_are_few() -> None:
     assert [schedule._bucket(n, 50) for n in (50, 26, 25, 13, 12, 7, 1)] == [50, 50, 25, 13, 13, 7, 7]
+
+
+@pytest.mark.parametrize("loss, earlier, step, earlier_step, trend, expected", [
+    (1.0, 2.0, 100, 50, 0.0, 1.0),            # trend 0: the loss itself
+    (1.0, 2.0, 100, 50, 1.0, -1.0),           # dropped 1 in 50 steps: 2 more in the next 100
+    (1.0, 2.0, 100, 50, 0.5, 0.0),
+    (1.0, 1.5, 50, 25, 1.0, 0.0),
+    (1.0, 0.5, 100, 50, 1.0, 1.0),            # a rising loss is not credited
+    (1.0, np.nan, 100, 0, 1.0, 1.0),          # no earlier loss known
+    (1.0, 2.0, 200, 100, 2.0, -3.0),
+])
+def test_forecast_table(loss, earlier, step, earlier_step, trend, expected) -> None:
+    out = schedule.forecast(np.array([[loss]]), np.array([[earlier]]), step, earlier_step, trend)
+    np.testing.assert_allclose(out, [[expected]])
+
+
+def test_trend_keeps_a_restart_still_falling_fast() -> None:
+    """Two restarts of one image: 0 is ahead early and flat, 1 behind early but falling to a lower floor."""
+    def advance(state, per_image, first, steps):
+        t = first + steps
+        flat, falling = 1.0 + 0.0 * t, 0.2 + 2.0 * np.exp(-t / 100.0)
+        return dict(state), np.where(state["id"] == 0, flat, falling)
+
+    state = {"id": np.array([[0.0], [1.0]])}
+    by_loss = schedule.run(Schedule(400, prune_after=50, prune_keep=1), state, {"x": np.zeros(1)}, advance)
+    by_trend = schedule.run(Schedule(400, prune_after=50, prune_keep=1, prune_trend=1.0), state,
+                            {"x": np.zeros(1)}, advance)
+    assert by_loss.state["id"][0] == 0 and by_trend.state["id"][0] == 1
+    assert Schedule(400, prune_after=50, prune_keep=1, prune_trend=1.0).boundaries(2) == [25, 50, 400]
+    assert (by_trend.restart_steps == by_loss.restart_steps).all()   # the extra check costs no steps
+
+
+def test_observe_and_record_every() -> None:
+    state, per_image = _problem(4)
+    seen: list = []
+    plan = Schedule(100, record_every=25)
+    out = schedule.run(plan, state, per_image, _advance([]), lambda s, a, st, loss: seen.append((s, loss.copy())))
+    assert [s for s, _ in seen] == [25, 50, 75, 100]
+    for s, loss in seen:
+        np.testing.assert_allclose(loss, _loss(state, per_image, s))
+    np.testing.assert_allclose(out.loss, _loss(state, per_image, 100).min(axis=0))

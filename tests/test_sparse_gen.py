@@ -131,11 +131,11 @@ def test_generator_input_images_are_seeded_per_image(small_vae: VAE) -> None:
 
 
 @pytest.mark.parametrize("method, m, expected", [
-    ("vae", 100, (1000, 2, 0.003)),
-    ("vae", 39, (1000, 5, 0.003)),           # few measurements: 5 restarts kept (recovery.small_m)
-    ("vae_reg_l1", 10, (1000, 5, 0.003)),
-    ("vae_reg", 40, (1000, 2, 0.003)),
-    ("sparse_gen", 25, (1500, 5, 0.0)),
+    ("vae", 100, (1000, 2, 0.0003)),
+    ("vae", 74, (1000, 3, 0.0003)),          # few measurements: 3 restarts kept (recovery.small_m)
+    ("vae_reg_l1", 10, (1000, 3, 0.0003)),
+    ("vae_reg", 75, (1000, 2, 0.0003)),
+    ("sparse_gen", 25, (1500, 3, 0.0)),
     ("sparse_gen", 100, (1500, 3, 0.0)),   # the authors' budget, 3 restarts into the nu phase, no stop
     ("sparse_gen", 500, (3000, 3, 0.0)),
 ])
@@ -143,7 +143,7 @@ def test_each_method_follows_its_schedule(method: str, m: int, expected) -> None
     from csgm.recovery import method_schedule
 
     plan = method_schedule(RecoveryConfig(), method, m)
-    assert (plan.iters, plan.prune_keep, plan.stop_tol) == expected and plan.prune_after == 50
+    assert (plan.iters, plan.prune_keep, plan.stop_tol) == expected and plan.prune_after == 100
 
 
 def test_sparse_gen_runs_in_the_csgm_solvers_graph_precision(small_vae: VAE) -> None:

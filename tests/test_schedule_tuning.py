@@ -1,0 +1,42 @@
+"""bench.schedule_tuning: the replay takes the decisions csgm.schedule.run takes, and the paired statistics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bench.recovery import paired
+from bench.schedule_tuning import EVERY, replay
+from csgm.schedule import Schedule
+
+
+@pytest.mark.parametrize("full, other, diff, worse", [
+    ([1.0, 1.0, 1.0], [1.0, 1.0, 1.0], 0.0, 0),
+    ([1.0, 2.0, 3.0], [1.2, 2.0, 3.0], 0.2 / 3, 1),
+    ([1.0, 2.0], [1.05, 1.0], -0.475, 0),
+])
+def test_paired_table(full, other, diff, worse) -> None:
+    p = paired(full, other)
+    assert p["diff"] == pytest.approx(diff) and p["worse_10pct"] == worse
+    d = np.subtract(other, full)
+    assert p["sem"] == pytest.approx(d.std(ddof=1) / np.sqrt(len(d)))
+    assert p["z"] == (0.0 if p["sem"] == 0 else pytest.approx(diff / p["sem"]))
+
+
+def test_replay_of_the_full_budget_is_the_lowest_final_loss() -> None:
+    rng = np.random.default_rng(0)
+    losses = np.sort(rng.uniform(0, 1, (8, 10, 5)), axis=0)[::-1]   # [records, restarts, images], falling
+    errors = rng.uniform(0, 1, losses.shape)
+    err, steps = replay(Schedule(8 * EVERY), losses, errors)
+    np.testing.assert_array_equal(err, errors[-1, np.argmin(losses[-1], 0), np.arange(5)])
+    assert (steps == 10 * 8 * EVERY).all()
+
+
+def test_replay_prunes_on_the_recorded_losses() -> None:
+    losses = np.ones((8, 10, 1))
+    losses[:, 3, 0] = 0.5            # restart 3 leads from the start, restart 7 wins at the end
+    losses[-1, 7, 0] = 0.1
+    errors = np.arange(10, dtype=float)[None, :, None] * np.ones((8, 1, 1))
+    pruned, _ = replay(Schedule(8 * EVERY, prune_after=2 * EVERY, prune_keep=1), losses, errors)
+    full, _ = replay(Schedule(8 * EVERY), losses, errors)
+    assert pruned[0] == 3 and full[0] == 7
