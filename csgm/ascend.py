@@ -21,6 +21,9 @@ NPU_PRECISION_MODES = {"fp32": "must_keep_origin_dtype", "mixed": "allow_mix_pre
 
 @dataclass(frozen=True)
 class NpuOptions:
+    adapter: str = option("auto", "CANN's TensorFlow adapter: npu_bridge (TF 1.15, graph sessions), npu_device "
+                          "(TF 2.6.5, functions), or auto: the one that matches the installed TensorFlow "
+                          "(1.x: npu_bridge, 2.x: npu_device)", choices=("auto", "npu_bridge", "npu_device"))
     chip: str = option("910A", "the NPUs' chip: 910A (Atlas 800 training server: no bfloat16, device ids "
                        "0..7) or 910B", choices=("910A", "910B"))
     dump_path: Optional[str] = option(None, "dump operator data here (the adapter's dump_config."
