@@ -18,16 +18,19 @@ from typing import Any, Dict, List, Optional, Tuple
 import tensorflow as tf
 
 from common.files import atomic_write_json
+from csgm.runner import Runner
 from csgm.resume import CheckpointError, checkpoint_name, complete_checkpoints, latest, read_meta
 
 __all__ = ["CheckpointError", "CheckpointStore", "read_meta"]
 
 
 class CheckpointStore:
-    def __init__(self, folder: Path, keep: int = 3, **trackables: Any):
+    def __init__(self, folder: Path, keep: int = 3, runner: Optional[Runner] = None, **trackables: Any):
+        """``runner`` (csgm.runner): how TensorFlow runs in this process; the files are the same."""
         self.folder = Path(folder)
         self.keep = keep
-        self.checkpoint = tf.train.Checkpoint(**trackables)
+        self.runner = runner or Runner()
+        self.checkpoint = self.runner.checkpoint(**trackables)
 
     def complete(self) -> List[Path]:
         """Finished checkpoints, oldest first (temporary folders of interrupted writes are ignored)."""
@@ -45,10 +48,7 @@ class CheckpointStore:
         """Load ``path`` into the trackables; ``partial`` allows the checkpoint to hold more
         (the recovery stage loads only the model of a training checkpoint)."""
         try:
-            status = self.checkpoint.read(str(path / "ckpt"))
-            if partial:
-                status.expect_partial()
-            status.assert_existing_objects_matched()
+            self.runner.read(self.checkpoint, str(path / "ckpt"), partial)
         except (tf.errors.OpError, ValueError, AssertionError) as e:
             raise CheckpointError(f"{path}: cannot restore this checkpoint ({first_line(e)}). "
                                   "Delete it to start from the previous one") from None
@@ -62,7 +62,7 @@ class CheckpointStore:
         tmp = self.folder / f".tmp-{name}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         try:
-            self.checkpoint.write(str(tmp / "ckpt"))
+            self.runner.write(self.checkpoint, str(tmp / "ckpt"))
             atomic_write_json(tmp / "meta.json", dict(meta, epoch=epoch))
         except (tf.errors.OpError, OSError) as e:
             shutil.rmtree(tmp, ignore_errors=True)  # never leave a partial checkpoint behind

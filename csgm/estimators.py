@@ -11,7 +11,7 @@ images (per image, from its own losses); the full budget is the schedule that do
 from __future__ import annotations
 
 import warnings
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -19,17 +19,25 @@ import tensorflow as tf
 from csgm import schedule
 from csgm.model import VAE, compute_dtype
 from csgm.optim import adam_update
+from csgm.runner import Runner
+
+
+def decoder(runner: Runner, model: VAE, dtype: tf.DType = tf.float32) -> Callable[[np.ndarray], np.ndarray]:
+    """G on the host: latent codes [N, k] to images [N, 784], products in ``dtype``."""
+    return runner.function(lambda z: model.decode(z, dtype), [tf.TensorSpec([None, model.latent_dim], tf.float32)])
 
 
 class CsgmSolver:
-    def __init__(self, model: VAE, precision: str = "fp32", xla: bool = False):
+    def __init__(self, model: VAE, precision: str = "fp32", xla: bool = False, runner: Optional[Runner] = None):
         self.model = model
         self.precision = precision  # the graph's precision (on NPUs fp32: csgm.ascend.graph_precision)
         self.dtype = compute_dtype(precision)
+        self.runner = runner or Runner()
         k = model.latent_dim
+        self.decode = decoder(self.runner, model, self.dtype)
         # One trace for every shape; with XLA one compilation per (restarts, images, m) met,
         # which the schedule keeps to a few sizes.
-        self._advance = tf.function(self._advance_graph, jit_compile=xla, input_signature=[
+        self._advance = self.runner.function(self._advance_graph, jit_compile=xla, signature=[
             tf.TensorSpec([784, None], tf.float32),     # A
             tf.TensorSpec([None, None], tf.float32),    # y [B, m]
             tf.TensorSpec([None, None, k], tf.float32),  # z [R, B, k]
@@ -67,20 +75,18 @@ class CsgmSolver:
         """x_hat [B, 784] of measurements y [B, m] = x A + noise from restarts z0 [R, B, k], and
         the schedule's outcome (winning loss, steps per image, work done); ``observe``: see
         ``schedule.run``."""
-        a_t = tf.constant(a)
-        weight, rate = tf.constant(zprior_weight, tf.float32), tf.constant(learning_rate, tf.float32)
+        a = np.asarray(a, np.float32)
+        weight, rate = np.float32(zprior_weight), np.float32(learning_rate)
 
         def advance(state, per_image, first, steps):
-            z, m, v, losses = self._advance(a_t, tf.constant(per_image["y"]), tf.constant(state["z"]),
-                                            tf.constant(state["m"]), tf.constant(state["v"]), weight,
-                                            tf.constant(first, tf.int32), tf.constant(steps, tf.int32), rate)
-            return {"z": z.numpy(), "m": m.numpy(), "v": v.numpy()}, losses.numpy()
+            z, m, v, losses = self._advance(a, per_image["y"], state["z"], state["m"], state["v"], weight,
+                                            np.int32(first), np.int32(steps), rate)
+            return {"z": z, "m": m, "v": v}, losses
 
         zeros = np.zeros_like(z0, np.float32)
         outcome = schedule.run(plan, {"z": np.asarray(z0, np.float32), "m": zeros, "v": zeros},
                                {"y": np.asarray(y, np.float32)}, advance, observe)
-        x = self.model.decode(tf.constant(outcome.state["z"]), self.dtype).numpy()
-        return x, outcome
+        return self.decode(outcome.state["z"]), outcome
 
     def solve(self, a: np.ndarray, y: np.ndarray, z0: np.ndarray, zprior_weight: float, iters: int,
               learning_rate: float) -> Tuple[np.ndarray, np.ndarray]:

@@ -28,10 +28,17 @@ def grid(images: np.ndarray, columns: Optional[int] = None, pad: int = 2) -> np.
     return (canvas * 255.0 + 0.5).astype(np.uint8)
 
 
-def save_png(path: Path, picture: np.ndarray, scale: int = 2) -> None:
+def png_bytes(picture: np.ndarray, scale: int = 1) -> bytes:
+    """A uint8 grey picture (or floats in [0, 1]) as PNG file bytes."""
+    if picture.dtype != np.uint8:
+        picture = (np.clip(picture, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     image = Image.fromarray(picture, mode="L")
     if scale > 1:
         image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
-    atomic_write_bytes(path, buffer.getvalue())
+    return buffer.getvalue()
+
+
+def save_png(path: Path, picture: np.ndarray, scale: int = 2) -> None:
+    atomic_write_bytes(path, png_bytes(picture, scale))

@@ -48,14 +48,14 @@ class DynamicLossScale(tf.Module):
         def on_finite() -> tf.Tensor:
             grow = self.good_steps + 1 >= self.growth_steps
             may_grow = tf.logical_and(grow, self.scale < MAX_SCALE / self.multiplier)
-            self.scale.assign(tf.where(may_grow, self.scale * self.multiplier, self.scale))
-            self.good_steps.assign(tf.where(grow, tf.constant(0, tf.int64), self.good_steps + 1))
-            return tf.constant(True)
+            with tf.control_dependencies([
+                    self.scale.assign(tf.where(may_grow, self.scale * self.multiplier, self.scale)),
+                    self.good_steps.assign(tf.where(grow, tf.constant(0, tf.int64), self.good_steps + 1))]):
+                return tf.constant(True)  # in a TF1 graph a branch runs only what its output needs
 
         def on_overflow() -> tf.Tensor:
-            self.scale.assign(tf.maximum(self.scale / self.multiplier, 1.0))
-            self.good_steps.assign(0)
-            self.overflows.assign_add(1)
-            return tf.constant(False)
+            with tf.control_dependencies([self.scale.assign(tf.maximum(self.scale / self.multiplier, 1.0)),
+                                          self.good_steps.assign(0), self.overflows.assign_add(1)]):
+                return tf.constant(False)
 
         return tf.cond(finite, on_finite, on_overflow)

@@ -85,6 +85,7 @@ def backend_agreement(local: Callable[[], bool], backend: Any) -> StopAgreement:
     own, outside the training step."""
     if backend.size <= 1:
         return StopAgreement(local)
+    import numpy as np
     import tensorflow as tf
 
     def replica(flag: tf.Tensor) -> tf.Tensor:
@@ -92,8 +93,8 @@ def backend_agreement(local: Callable[[], bool], backend: Any) -> StopAgreement:
         # bare input ("destinations can not be empty").
         return backend.all_reduce_mean([tf.identity(flag)])[0]
 
-    reduce = tf.function(lambda flag: backend.run(replica, flag))
-    return StopAgreement(local, lambda flag: float(reduce(tf.constant(flag, tf.float32))))
+    reduce = backend.runner.function(lambda flag: backend.run(replica, flag), [tf.TensorSpec([], tf.float32)])
+    return StopAgreement(local, lambda flag: float(reduce(np.float32(flag))))
 
 
 def write_record(run_dir: Path, record: Dict[str, Any]) -> None:

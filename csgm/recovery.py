@@ -18,14 +18,13 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-import tensorflow as tf
 
 from common.files import atomic_write_bytes, atomic_write_json
 from common.schema import SpecError
 from csgm import baselines, measure, sparse_gen
 from csgm.config import RecoveryConfig
 from csgm.data import Dataset
-from csgm.estimators import CsgmSolver, lasso
+from csgm.estimators import CsgmSolver, decoder, lasso
 from csgm.preemption import Preempted
 from csgm.schedule import Schedule
 
@@ -136,6 +135,7 @@ class RecoveryRunner:
         self.spec, self.data, self.solver, self.store, self.rank = spec, data, solver, store, rank
         self._matrices: Dict[Tuple[measure.Experiment, int], np.ndarray] = {}
         self._sparse: Optional[sparse_gen.SparseGenSolver] = None
+        self._draw: Optional[Callable[[np.ndarray], np.ndarray]] = None
 
     def run_unit(self, unit: Unit) -> None:
         spec, exp = self.spec, unit.experiment
@@ -167,8 +167,9 @@ class RecoveryRunner:
         if self.spec.input == "heldout":
             return Dataset.as_float(self.data.heldout[index])
         assert self.solver is not None, "input 'generator' needs the trained generator"
-        model = self.solver.model
-        return model.decode(tf.constant(measure.input_latents(self.spec, index, model.latent_dim))).numpy()
+        if self._draw is None:  # the images themselves: float32 products, whatever the solver's precision
+            self._draw = decoder(self.solver.runner, self.solver.model)
+        return self._draw(measure.input_latents(self.spec, index, self.solver.model.latent_dim))
 
     def _generative(self, unit: Unit, a: np.ndarray, y: np.ndarray, z0: np.ndarray
                     ) -> Tuple[np.ndarray, np.ndarray, List[Dict[str, int]]]:
@@ -181,7 +182,8 @@ class RecoveryRunner:
             x_hat, outcome = solver.solve_scheduled(a, y, z0, ZPRIOR[unit.method](spec), spec.learning_rate, plan)
         else:
             if self._sparse is None:  # the CSGM solver's graph precision: fp32 on NPUs whatever the spec says
-                self._sparse = sparse_gen.SparseGenSolver(solver.model, solver.precision)
+                self._sparse = sparse_gen.SparseGenSolver(solver.model, solver.precision,
+                                                          runner=solver.runner)
             if unit.method == "vae_reg_l1":  # the reference's mloss1_weight: L1 measurement loss, z alone
                 x_hat, outcome = self._sparse.solve_scheduled(a, y, z0, 0.0, spec.zprior_weight, spec.learning_rate,
                                                               plan, mloss1_weight=1.0, mloss2_weight=0.0)

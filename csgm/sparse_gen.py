@@ -30,7 +30,9 @@ import tensorflow as tf
 
 from csgm import schedule
 from csgm.model import VAE, compute_dtype
+from csgm.estimators import decoder
 from csgm.optim import adam_update
+from csgm.runner import Runner
 
 Z_ONLY_STEPS = 800  # the authors' warm start: z alone first when there are more iterations
 
@@ -52,12 +54,14 @@ def settings_for(m: int) -> Settings:
 
 
 class SparseGenSolver:
-    def __init__(self, model: VAE, precision: str = "fp32", xla: bool = False):
+    def __init__(self, model: VAE, precision: str = "fp32", xla: bool = False, runner: Optional[Runner] = None):
         self.model = model
         self.dtype = compute_dtype(precision)
+        self.runner = runner or Runner()
         k = model.latent_dim
+        self.decode = decoder(self.runner, model, self.dtype)
         state = [tf.TensorSpec([None, None, k], tf.float32)] * 3 + [tf.TensorSpec([None, None, 784], tf.float32)] * 3
-        self._advance = tf.function(self._advance_graph, jit_compile=xla, input_signature=[
+        self._advance = self.runner.function(self._advance_graph, jit_compile=xla, signature=[
             tf.TensorSpec([784, None], tf.float32),      # A
             tf.TensorSpec([None, None], tf.float32),     # y [B, m]
             *state,                                      # z, Adam's m and v for z [R, B, k]; nu, its m, v
@@ -114,21 +118,20 @@ class SparseGenSolver:
         ``observe``: see ``schedule.run``."""
         z_only = z_only_steps(weight, plan.iters)
         plan = checks_after_z_only(plan, weight)
-        a_t, rate = tf.constant(a), tf.constant(learning_rate, tf.float32)
-        w = tf.constant([mloss1_weight, mloss2_weight, zprior_weight, weight], tf.float32)
+        a, rate = np.asarray(a, np.float32), np.float32(learning_rate)
+        w = np.array([mloss1_weight, mloss2_weight, zprior_weight, weight], np.float32)
         names = ("z", "mz", "vz", "nu", "mn", "vn")
 
         def advance(state, per_image, first, steps):
-            *out, losses = self._advance(a_t, tf.constant(per_image["y"]), *(tf.constant(state[k]) for k in names),
-                                         w, tf.constant(z_only, tf.int32), tf.constant(first, tf.int32),
-                                         tf.constant(steps, tf.int32), rate)
-            return {k: v.numpy() for k, v in zip(names, out)}, losses.numpy()
+            *out, losses = self._advance(a, per_image["y"], *(state[k] for k in names), w, np.int32(z_only),
+                                         np.int32(first), np.int32(steps), rate)
+            return dict(zip(names, out)), losses
 
         z0 = np.asarray(z0, np.float32)
         zeros, pixels = np.zeros_like(z0), np.zeros(z0.shape[:2] + (784,), np.float32)
         start = {"z": z0, "mz": zeros, "vz": zeros, "nu": pixels, "mn": pixels, "vn": pixels}
         outcome = schedule.run(plan, start, {"y": np.asarray(y, np.float32)}, advance, observe)
-        g = self.model.decode(tf.constant(outcome.state["z"]), self.dtype).numpy()
+        g = self.decode(outcome.state["z"])
         return np.clip(g + outcome.state["nu"], 0.0, 1.0), outcome
 
     def solve(self, a: np.ndarray, y: np.ndarray, z0: np.ndarray, weight: float, zprior_weight: float,

@@ -83,13 +83,18 @@ def model_shape(spec: TrainConfig) -> Dict[str, int]:
     return {"latent_dim": spec.latent_dim, "hidden": spec.hidden}
 
 
-def heldout_recon_mse(model: VAE, images: np.ndarray, seed: int) -> float:
-    """The seed table's metric: encode, sample z, decode; per-pixel MSE on held-out images."""
+def heldout_recon_mse(reconstruct: Callable[[np.ndarray, np.ndarray], np.ndarray], images: np.ndarray,
+                      seed: int, latent_dim: int) -> float:
+    """The seed table's metric: encode, sample z, decode; per-pixel MSE on held-out images.
+    ``reconstruct(x, eps)``: the decoded sample of each image's posterior, given its noise."""
     x = Dataset.as_float(images)
-    eps = np.random.default_rng([seed, 0xE7A1]).standard_normal((len(x), model.latent_dim))
-    mean, log_var = model.encode(tf.constant(x))
-    z = mean + tf.exp(0.5 * log_var) * tf.constant(eps, tf.float32)
-    return float(np.mean((model.decode(z).numpy() - x) ** 2))
+    eps = np.random.default_rng([seed, 0xE7A1]).standard_normal((len(x), latent_dim)).astype(np.float32)
+    return float(np.mean((reconstruct(x, eps) - x) ** 2))
+
+
+def reconstruction(model: VAE, x: tf.Tensor, eps: tf.Tensor) -> tf.Tensor:
+    mean, log_var = model.encode(x)
+    return model.decode(mean + tf.exp(0.5 * log_var) * eps)
 
 
 class _Window:
@@ -131,6 +136,7 @@ class Trainer:
         to stop (csgm.preemption.StopRequest); then all ranks agree on a step, rank 0 checkpoints it
         and ``fit`` raises Preempted. Every rank must get one, or none."""
         self.spec, self.data, self.backend = spec, data, backend
+        self.runner = runner = backend.runner
         self.loss_scale = loss_scale
         self.run_dir = Path(run_dir)
         self.inputs = training_inputs(spec, data_config if data_config is not None else data.description)
@@ -144,22 +150,30 @@ class Trainer:
         self._resumed_examples, self._saved_step = 0, 0
         # The loss scale is part of the state: a resumed fp16 run continues with its scale.
         extra = {} if loss_scale is None else {"loss_scale": loss_scale}
-        self.store = CheckpointStore(self.run_dir / "checkpoints", keep=spec.keep_checkpoints,
+        self.store = CheckpointStore(self.run_dir / "checkpoints", keep=spec.keep_checkpoints, runner=runner,
                                      model=self.model, optimizer=self.optimizer, **extra)
         # The weights of the epoch with the lowest validation error, kept apart from the rolling
         # checkpoints so pruning never removes them (only with a validation split).
-        self.best = CheckpointStore(self.run_dir / BEST_FOLDER, keep=1, model=self.model)
+        self.best = CheckpointStore(self.run_dir / BEST_FOLDER, keep=1, runner=runner, model=self.model)
+        self.state = self.model.weights + self.optimizer.state
+        if loss_scale is not None:
+            self.state += [loss_scale.scale, loss_scale.good_steps, loss_scale.overflows]
+        runner.initialize(self.state)
         self.selected: Optional[Tuple[int, int, float]] = None   # epoch, step, validation MSE
         self.dtype = compute_dtype(graph_precision or spec.precision)
         self.is_chief = backend.rank == 0
-        self.writer = (tf.summary.create_file_writer(str(self.run_dir / "tensorboard"))
-                       if self.is_chief else None)
+        self.writer = runner.scalar_log(str(self.run_dir / "tensorboard")) if self.is_chief else None
         # The pure computation (loss and gradients) may be XLA-compiled; the collective and the
         # fused Adam kernel run outside XLA, which cannot compile the engines' collective ops.
-        self._loss_and_grads = tf.function(self._gradients, jit_compile=xla)
-        self._train_steps = tf.function(self._steps, input_signature=[
-            tf.TensorSpec([None, None, 784], tf.float32),
-            tf.TensorSpec([None, None, spec.latent_dim], tf.float32)])
+        self._loss_and_grads = runner.part(self._gradients, jit_compile=xla)
+        k = spec.latent_dim
+        self._train_steps = runner.function(
+            lambda x, eps: backend.run(self._replica_step, x, eps), loop=True,
+            signature=[tf.TensorSpec([None, None, 784], tf.float32), tf.TensorSpec([None, None, k], tf.float32)])
+        images, codes = tf.TensorSpec([None, 784], tf.float32), tf.TensorSpec([None, k], tf.float32)
+        self.reconstruct = runner.function(lambda x, eps: reconstruction(self.model, x, eps), [images, codes])
+        self._encode = runner.function(lambda x: self.model.encode(x)[0], [images])
+        self._decode = runner.function(self.model.decode, [codes])
 
     def _gradients(self, x: tf.Tensor, eps: tf.Tensor) -> tuple:
         with tf.GradientTape() as tape:
@@ -168,41 +182,35 @@ class Trainer:
         return loss, tape.gradient(scaled, self.model.weights)
 
     def _replica_step(self, x: tf.Tensor, eps: tf.Tensor) -> tf.Tensor:
+        """One step; the loss it returns depends on the update (a TF1 graph runs only that)."""
         loss, grads = self._loss_and_grads(x, eps)
         if self.loss_scale is None:
-            self.optimizer.apply(self.backend.all_reduce_mean(grads))
-            return loss
+            return _after(self.optimizer.apply(self.backend.all_reduce_mean(grads)), loss)
         # The overflow status travels with the gradients in one all-reduce: a step that overflowed
         # on any rank is skipped on every rank (Huawei's optimizer all-reduces the status too).
         *grads, status = self.backend.all_reduce_mean(list(grads) + [self.loss_scale.status(grads)])
         scale = self.loss_scale.scale.read_value()
-        apply = self.loss_scale.update(status)
+        with tf.control_dependencies([scale]):  # the scale these gradients were computed with
+            apply = self.loss_scale.update(status)
 
         def step() -> tf.Tensor:
-            self.optimizer.apply([g / scale for g in grads])
-            return tf.constant(True)
+            return _after(self.optimizer.apply([g / scale for g in grads]), tf.constant(True))
 
         def skip() -> tf.Tensor:  # as Keras' and Huawei's optimizers: the step counts, nothing moves
-            self.optimizer.step.assign_add(1)
-            return tf.constant(False)
+            return _after(self.optimizer.skip(), tf.constant(False))
 
-        tf.cond(apply, step, skip)
-        return loss
+        return _after(tf.cond(apply, step, skip), loss)
 
-    def _steps(self, xs: tf.Tensor, eps: tf.Tensor) -> tf.Tensor:
-        """Several optimisation steps in one compiled call; returns this rank's mean loss."""
-        total = tf.constant(0.0)
-        n = tf.shape(xs)[0]
-        for i in tf.range(n):
-            total += self.backend.run(self._replica_step, xs[i], eps[i])
-        return total / tf.cast(n, tf.float32)
+    @property
+    def steps_done(self) -> int:
+        return int(self.runner.value(self.optimizer.step))
 
     @property
     def checkpoint_id(self) -> str:
         """Names the weights now in the model, as load_generator names a checkpoint on disk."""
         if self.selected is not None:
             return checkpoint_id(self.selected[0], self.selected[1], self.meta["digest"])
-        return checkpoint_id(self.spec.epochs - 1, self.optimizer.steps_done, self.meta["digest"])
+        return checkpoint_id(self.spec.epochs - 1, self.steps_done, self.meta["digest"])
 
     def resume(self) -> int:
         """Load the latest checkpoint if it was trained from our inputs; returns the epoch training
@@ -226,14 +234,11 @@ class Trainer:
             self._resumed_from, self._resumed_examples = path, decision.epoch_examples
             if decision.epoch_examples:
                 log.info("resumed from %s (inside epoch %d after %d of its examples, step %d)", path,
-                         start, decision.epoch_examples, self.optimizer.steps_done)
+                         start, decision.epoch_examples, self.steps_done)
             else:
-                log.info("resumed from %s (epoch %d done, step %d)", path, start, self.optimizer.steps_done)
-        state = self.model.weights + self.optimizer.m + self.optimizer.v + [self.optimizer.step]
-        if self.loss_scale is not None:
-            state += [self.loss_scale.scale, self.loss_scale.good_steps, self.loss_scale.overflows]
-        self.backend.broadcast_variables(state)
-        self._saved_step = self.optimizer.steps_done
+                log.info("resumed from %s (epoch %d done, step %d)", path, start, self.steps_done)
+        self.backend.broadcast_variables(self.state)
+        self._saved_step = self.steps_done
         return start
 
     def fit(self) -> TrainResult:
@@ -258,7 +263,7 @@ class Trainer:
                 idx, images = examples(epoch, spec.epochs - 1)   # [per_epoch, batch] and [..., 784]
                 done, first = first, 0
                 while done < per_epoch:
-                    step = self.optimizer.steps_done
+                    step = self.steps_done
                     if self._stop_agreed():
                         self._preempted(epoch, done, per_epoch, global_batch, window.last)
                     # Calls end at log lines and every CHECK_STEPS steps, counted in global steps, so a
@@ -275,9 +280,9 @@ class Trainer:
                 self._end_epoch(epoch, window.last)
         finally:
             examples.close()
-        steps = self.optimizer.steps_done
+        steps = self.steps_done
         self._use_selected()
-        mse = heldout_recon_mse(self.model, self.data.heldout, spec.seed)
+        mse = heldout_recon_mse(self.reconstruct, self.data.heldout, spec.seed, spec.latent_dim)
         speed = window.timed_examples / window.timed_seconds if window.timed_seconds > 0 else None
         log.info("held-out autoencoding error (per-pixel MSE, %d images): %.5f", len(self.data.heldout), mse)
         chosen = self.selected or (None, None, None)
@@ -308,7 +313,7 @@ class Trainer:
         """Every rank agreed to stop before step ``done`` of ``epoch``: rank 0 saves the weights, the
         optimiser, the loss scale and the position in the epoch (unless nothing moved since the
         checkpoint it resumed from), writes the preemption record; every rank raises Preempted."""
-        step = self.optimizer.steps_done
+        step = self.steps_done
         record: Dict[str, Any] = {"stage": "train", "step": step, "epoch": epoch, "epoch_step": done,
                                   "epoch_steps": per_epoch, "checkpoint": None}
         if self.is_chief:
@@ -357,10 +362,10 @@ class Trainer:
     def _log_overflows(self) -> None:
         if self.loss_scale is None:
             return
-        overflows = int(self.loss_scale.overflows.numpy())
+        overflows = int(self.runner.value(self.loss_scale.overflows))
         if overflows > self._overflows_logged:
             log.info("loss scale: %d overflowing step(s) skipped so far; scale now %g", overflows,
-                     float(self.loss_scale.scale.numpy()))
+                     float(self.runner.value(self.loss_scale.scale)))
             self._overflows_logged = overflows
 
     def _log_step(self, step: int, window: _Window, epoch: int, done: int, per_epoch: int) -> None:
@@ -374,32 +379,28 @@ class Trainer:
         log.info("step %d, loss = %.2f (%.1f examples/sec; %.3f sec/batch)",
                  step, loss, examples_per_sec, sec_per_batch)
         if self.writer is not None:
-            with self.writer.as_default(step=step):
-                tf.summary.scalar("loss", loss)
-                tf.summary.scalar("examples_per_sec", examples_per_sec)
+            self.writer.scalars(step, {"loss": loss, "examples_per_sec": examples_per_sec})
 
     def _end_epoch(self, epoch: int, loss: Optional[float]) -> None:
         last = epoch == self.spec.epochs - 1
         if not self.is_chief or not (last or (epoch + 1) % self.spec.checkpoint_every == 0):
             return
-        mse = heldout_recon_mse(self.model, self.data.heldout, self.spec.seed)
-        meta = dict(self.meta, step=self.optimizer.steps_done, model=model_shape(self.spec), loss=loss,
+        mse = heldout_recon_mse(self.reconstruct, self.data.heldout, self.spec.seed, self.spec.latent_dim)
+        meta = dict(self.meta, step=self.steps_done, model=model_shape(self.spec), loss=loss,
                     heldout_recon_mse=mse)
         path = self.store.save(epoch, meta)
-        self._saved_step = self.optimizer.steps_done
+        self._saved_step = self.steps_done
         if len(self.data.validation):
             self._keep_if_best(epoch, meta)
         self._write_samples(epoch)
-        with self.writer.as_default(step=self.optimizer.steps_done):
-            tf.summary.scalar("heldout_recon_mse", mse)
+        self.writer.scalars(self.steps_done, {"heldout_recon_mse": mse})
         self.writer.flush()
         log.info("epoch %d done: loss %.2f, held-out MSE %.5f, checkpoint %s", epoch, loss or 0.0, mse, path)
 
     def _keep_if_best(self, epoch: int, meta: Dict[str, Any]) -> None:
         """Keep this epoch's weights if the validation images autoencode better than with any before."""
-        val = heldout_recon_mse(self.model, self.data.validation, self.spec.seed)
-        with self.writer.as_default(step=self.optimizer.steps_done):
-            tf.summary.scalar("validation_recon_mse", val)
+        val = heldout_recon_mse(self.reconstruct, self.data.validation, self.spec.seed, self.spec.latent_dim)
+        self.writer.scalars(self.steps_done, {"validation_recon_mse": val})
         best = self.best.latest()
         # A best/ left by a run from other inputs does not count (its weights are not this model's).
         stale = best is not None and best[1].get("digest") != self.meta["digest"]
@@ -411,14 +412,19 @@ class Trainer:
         """The seed's sample files: originals, their reconstructions, draws from the prior."""
         folder = self.run_dir / "samples"
         x = Dataset.as_float(self.data.heldout[:SAMPLE_COUNT])
-        mean, _ = self.model.encode(tf.constant(x))
-        reconstr = self.model.decode(mean).numpy()
+        reconstr = self._decode(self._encode(x))
         z = np.random.default_rng([self.spec.seed, 0x5A3]).standard_normal(
             (SAMPLE_COUNT, self.spec.latent_dim)).astype(np.float32)
-        sampled = self.model.decode(tf.constant(z)).numpy()
+        sampled = self._decode(z)
         save_png(folder / "orig.png", grid(x))
         save_png(folder / f"reconstr_epoch{epoch:04d}.png", grid(reconstr))
         save_png(folder / f"sampled_epoch{epoch:04d}.png", grid(sampled))
-        with self.writer.as_default(step=self.optimizer.steps_done):
-            tf.summary.image("reconstructed", grid(reconstr)[None, :, :, None], max_outputs=1)
-            tf.summary.image("sampled", grid(sampled)[None, :, :, None], max_outputs=1)
+        self.writer.images(self.steps_done, {"reconstructed": grid(reconstr), "sampled": grid(sampled)})
+
+
+def _after(update: Any, value: tf.Tensor) -> tf.Tensor:
+    """``value``, computed only once ``update`` has run (eagerly it has already: update is None)."""
+    if update is None:
+        return value
+    with tf.control_dependencies([update]):
+        return tf.identity(value)

@@ -14,12 +14,15 @@ from typing import Any, Callable, ContextManager, List, Sequence
 
 import tensorflow as tf
 
+from csgm.runner import Runner
+
 
 class Backend:
     """No collectives: one process (single-card mode), or ranks that need not talk to each other
     (a recovery-only job shares its units by rank alone). The base of the real engines."""
 
     name = "local"
+    runner: Runner = Runner()  # how TensorFlow runs in this process (csgm.runner); stateless for TF2
 
     def __init__(self, rank: int = 0, size: int = 1):
         self.rank, self.size = rank, size
