@@ -57,6 +57,67 @@ def adapter_options(precision_mode: str, options: NpuOptions) -> Dict[str, Any]:
     return out
 
 
+def bridge_options(precision_mode: str, options: NpuOptions) -> Dict[str, Any]:
+    """The same options as ``NpuOptimizer`` parameter_map keys of the TF 1.15 adapter (npu_bridge),
+    as read by Ascend/tensorflow tf_adapter/util/npu_attrs.cc; ``use_off_line`` sends the graph to
+    the NPU (false: "run online process and skip the optimizer", i.e. on the host)."""
+    out: Dict[str, Any] = {"use_off_line": True, "precision_mode": precision_mode}
+    if options.dump_path:
+        out.update({"enable_dump": True, "dump_path": options.dump_path, "dump_mode": options.dump_mode})
+        if options.dump_step:
+            out["dump_step"] = options.dump_step
+    if options.exception_dump:
+        out["enable_exception_dump"] = 1
+    if options.profiling_options:
+        out.update({"profiling_mode": True, "profiling_options": options.profiling_options})
+    return out
+
+
+# Each CANN adapter and the TensorFlow it is built for (CANN's install guide, instg_0045; the TF1
+# adapter builds against TF 1.15.0, the TF2 one against 2.6.5: Ascend/tensorflow README.md and
+# tf_adapter_2.x/CMakeLists.txt).
+ADAPTER_TF_MAJOR = {"npu_bridge": 1, "npu_device": 2}
+
+
+def resolve_adapter(choice: str, tf_version: Optional[str]) -> Tuple[Optional[str], str]:
+    """(adapter, why) for ``npu.adapter`` = ``choice`` under TensorFlow ``tf_version`` (None: unknown,
+    e.g. a dry run on a machine without TensorFlow); adapter None means refused, ``why`` says the fix."""
+    major = int(tf_version.split(".")[0]) if tf_version and tf_version[0].isdigit() else None
+    if choice == "auto":
+        if major is None:
+            return "npu_device", "auto: TensorFlow not found here; npu_device on TF 2.x, npu_bridge on TF 1.15"
+        adapter = "npu_bridge" if major == 1 else "npu_device"
+        return adapter, f"auto: TensorFlow {tf_version} is installed"
+    if major is not None and ADAPTER_TF_MAJOR[choice] != major:
+        other = "npu_device" if choice == "npu_bridge" else "npu_bridge"
+        stack = "TF 1.15" if choice == "npu_bridge" else "TF 2.6.5"
+        return None, (f"npu.adapter {choice} is CANN's adapter for {stack}, but TensorFlow {tf_version} is "
+                      f"installed. Set npu.adapter auto (or {other}), or run in the CANN {stack} image")
+    return choice, "as npu.adapter says"
+
+
+def installed_tensorflow() -> Optional[str]:
+    """The installed TensorFlow's version from package metadata, without importing it (seconds)."""
+    try:
+        from importlib import metadata  # novermin: Python 3.8+, pkg_resources below for 3.7
+
+        def version(name: str) -> str:
+            return metadata.version(name)
+        missing: Any = metadata.PackageNotFoundError
+    except ImportError:
+        import pkg_resources
+
+        def version(name: str) -> str:
+            return pkg_resources.get_distribution(name).version
+        missing = pkg_resources.DistributionNotFound
+    for name in ("tensorflow", "tensorflow-cpu", "tensorflow-gpu", "tensorflow-aarch64"):
+        try:
+            return version(name)
+        except missing:
+            continue
+    return None
+
+
 def graph_precision(precision: str, device_type: str) -> str:
     """The precision of csgm's own graph: on NPUs always fp32 (CANN's precision mode casts)."""
     return "fp32" if device_type == "npu" else precision

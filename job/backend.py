@@ -7,6 +7,7 @@ from typing import Mapping
 import tensorflow as tf
 
 from csgm import cm_mode
+from common.schema import SpecError
 from csgm.backends import Backend
 from job.spec import JobSpec
 
@@ -39,19 +40,40 @@ def make_backend(spec: JobSpec, environ: Mapping[str, str]) -> Backend:
     raise ValueError(f"backend {spec.backend} needs devices.type npu")  # launcher.multi.check_backend says so
 
 
+def adapter_for(spec: JobSpec) -> str:
+    """The CANN adapter this rank uses (npu.adapter resolved against the installed TensorFlow);
+    a choice that does not match it is refused before anything opens."""
+    from csgm.ascend import resolve_adapter
+
+    version = tf.__version__
+    if spec.npu.adapter == "npu_bridge" and _emulated("npu_bridge"):
+        version = "1.15.5"  # the test suite's emulated npu_bridge stands in for TF 1.15 (tests/emulated_npu)
+    adapter, why = resolve_adapter(spec.npu.adapter, version)
+    if adapter is None:
+        raise SpecError("job spec", "npu.adapter", why)
+    return adapter
+
+
+def _emulated(module: str) -> bool:
+    try:
+        return bool(getattr(__import__(module), "EMULATED", False))
+    except ImportError:
+        return False
+
+
 def _open_npu_backend(spec: JobSpec, environ: Mapping[str, str]) -> Backend:
     from csgm.ascend import npu_precision_mode
-    from csgm.backends.hccl import HcclBackend, check_device, check_environment
-    from csgm.backends.npu import open_npu
+    from csgm.backends.hccl import check_device, check_environment
 
     mode = npu_precision_mode(spec.stages, spec.train.precision, spec.recovery.precision)
+    adapter = adapter_for(spec)
     cm = cm_mode.detect(environ)  # the rank-table-free start; a mix with RANK_* is refused here too
     if cm is not None:
         if spec.backend != "hccl":
             raise ValueError("the CM_* variables (HCCL's rank-table-free start) need backend hccl")
-        rank, size = open_npu(mode, spec.npu)   # the rank HCCL assigned
-        cm_mode.check_rank(cm, rank, size, int(environ.get("LOCAL_RANK", "0")))
-        return HcclBackend(rank, size)
+        backend = _open(adapter, mode, spec, environ, hccl=True)   # the rank HCCL assigned
+        cm_mode.check_rank(cm, backend.rank, backend.size, int(environ.get("LOCAL_RANK", "0")))
+        return backend
     if spec.backend == "hccl":
         rank, size = check_environment(environ, spec.npu.chip)
     elif spec.backend == "local":
@@ -60,8 +82,28 @@ def _open_npu_backend(spec: JobSpec, environ: Mapping[str, str]) -> Backend:
             check_device(environ, _table_device(environ, rank), "the rank table names it")
     else:
         raise ValueError(f"backend {spec.backend} does not run on NPUs: use hccl (or local for one NPU)")
-    open_npu(mode, spec.npu)
-    return HcclBackend(rank, size) if spec.backend == "hccl" else Backend(rank, size)
+    backend = _open(adapter, mode, spec, environ, hccl=spec.backend == "hccl")
+    if spec.backend == "local":
+        backend.rank, backend.size = rank, size  # independent ranks: their share of the units by RANK_ID
+    elif (backend.rank, backend.size) != (rank, size):
+        raise ValueError(f"HCCL reports rank {backend.rank} of {backend.size}, but RANK_ID={rank} and "
+                         f"RANK_SIZE={size}: the adapter read another rank table or environment")
+    return backend
+
+
+def _open(adapter: str, mode: str, spec: JobSpec, environ: Mapping[str, str], hccl: bool) -> Backend:
+    """Open this rank's NPU through ``adapter``; the backend's rank and size are HCCL's."""
+    if adapter == "npu_bridge":
+        from csgm.backends.npu_bridge import BridgeBackend, check_rank_environment, open_bridge
+
+        session, rank, size = open_bridge(mode, spec.npu, spec.devices.threads)
+        check_rank_environment(environ, size)
+        return BridgeBackend(session, rank, size, collectives=hccl)
+    from csgm.backends.hccl import HcclBackend
+    from csgm.backends.npu import open_npu
+
+    rank, size = open_npu(mode, spec.npu)
+    return HcclBackend(rank, size) if hccl else Backend(rank, size)
 
 
 def _table_device(environ: Mapping[str, str], rank: int) -> int:

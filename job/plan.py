@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import List
 
+from csgm.ascend import installed_tensorflow, resolve_adapter
 from csgm.measure import experiments
 from csgm.resume import CheckpointError, decide, training_inputs
 from job.spec import JobSpec
@@ -12,6 +13,8 @@ from job.spec import JobSpec
 def describe_plan(spec: JobSpec) -> List[str]:
     lines = [f"job {spec.name}: stages {', '.join(spec.stages)}; backend {spec.backend}; "
              f"outputs in {spec.run_dir}"]
+    if spec.devices.type == "npu":
+        lines.append(adapter_line(spec))
     if "train" in spec.stages:
         t = spec.train
         lines.append(f"train: {t.epochs} epochs, batch {t.batch_size} per device, lr {t.learning_rate}, "
@@ -34,3 +37,12 @@ def resume_line(spec: JobSpec) -> str:
     except CheckpointError as e:
         return f"train: will refuse to start: {e}"
     return decision.describe(spec.train.epochs, spec.run_dir)
+
+
+def adapter_line(spec: JobSpec) -> str:
+    """Which CANN adapter the ranks will open (each rank checks again against its own TensorFlow)."""
+    adapter, why = resolve_adapter(spec.npu.adapter, installed_tensorflow())
+    if adapter is None:
+        return f"npu: adapter {spec.npu.adapter} will be refused: {why}"
+    style = "TF 1.15 graph sessions" if adapter == "npu_bridge" else "TF 2 functions"
+    return f"npu: adapter {adapter} ({style}; {why})"

@@ -29,6 +29,7 @@ from csgm.estimators import CsgmSolver
 from csgm.model import VAE, use_xla, use_xla_for_recovery
 from csgm.precision import DynamicLossScale
 from csgm.preemption import Preempted
+from csgm.runner import Runner
 from csgm.recovery import BASELINES, RecoveryRunner, UnitStore, plan, shard
 from csgm.report import MissingUnits, write_report
 from csgm.train import BEST_FOLDER, Trainer, checkpoint_id
@@ -41,7 +42,7 @@ log = logging.getLogger(__name__)
 Generator = Tuple[VAE, str]  # the model and the id of its weights (csgm.train.checkpoint_id)
 
 
-def load_generator(run_dir: Path) -> Generator:
+def load_generator(run_dir: Path, runner: Optional[Runner] = None) -> Generator:
     """The VAE chosen on the validation images (``best/``) if there is one, else of the latest
     checkpoint, shaped as the checkpoint says, and its id."""
     folder = Path(run_dir) / BEST_FOLDER
@@ -55,7 +56,7 @@ def load_generator(run_dir: Path) -> Generator:
     path, meta = latest
     shape = meta.get("model") or {}
     model = VAE(int(shape.get("latent_dim", 20)), int(shape.get("hidden", 500)))
-    CheckpointStore(folder, model=model).restore(path, partial=True)
+    CheckpointStore(folder, runner=runner, model=model).restore(path, partial=True)
     return model, checkpoint_id(int(meta["epoch"]), int(meta.get("step", 0)), str(meta.get("digest", "")))
 
 
@@ -64,7 +65,7 @@ def train_stage(spec: JobSpec, data: Dataset, backend: Backend,
     """Train (or resume); returns the trained generator, identical on every rank."""
     trainer = Trainer(spec.train, data, spec.run_dir, backend, meta={"spec": to_data(spec)},
                       xla=use_xla(spec.devices.type, spec.train.precision), data_config=spec.data,
-                      loss_scale=_loss_scale(spec), graph_precision=graph_precision(spec.train.precision,
+                      loss_scale=_loss_scale(spec, backend), graph_precision=graph_precision(spec.train.precision,
                                                                                     spec.devices.type),
                       stop=stop)
     result = trainer.fit()
@@ -73,12 +74,15 @@ def train_stage(spec: JobSpec, data: Dataset, backend: Backend,
     return (trainer.model, trainer.checkpoint_id) if spec.train.epochs > 0 else None
 
 
-def _loss_scale(spec: JobSpec) -> Optional[DynamicLossScale]:
-    """float16 training on an NPU (precision mixed) scales the loss; overflow from the NPU's status."""
+def _loss_scale(spec: JobSpec, backend: Backend) -> Optional[DynamicLossScale]:
+    """float16 training on an NPU (precision mixed) scales the loss; overflow from the NPU's status,
+    read through the adapter this rank opened."""
     if spec.devices.type != "npu" or spec.train.precision != "mixed":
         return None
-    from csgm.backends.npu import float_status
-
+    if backend.runner.graph_mode:
+        from csgm.backends.npu_bridge import float_status
+    else:
+        from csgm.backends.npu import float_status
     return DynamicLossScale(float_status)
 
 
@@ -97,14 +101,14 @@ def recover_stage(spec: JobSpec, data: Dataset, backend: Backend, trained: Optio
     rec = spec.recovery
     generator: Optional[Generator] = None
     if rec.input == "generator" or any(m not in BASELINES for m in rec.methods):
-        generator = trained or load_generator(spec.run_dir)
+        generator = trained or load_generator(spec.run_dir, backend.runner)
     checkpoint = generator[1] if generator else "none"
     store = UnitStore(spec.run_dir / "recovery" / "units",
                       recovery_digest(rec, to_data(spec.data), checkpoint))
     units = plan(rec, len(data.heldout))
     mine = shard(units, rec, backend.rank, backend.size)
     solver = (CsgmSolver(generator[0], graph_precision(rec.precision, spec.devices.type),
-                         use_xla_for_recovery(spec.devices.type))
+                         use_xla_for_recovery(spec.devices.type), backend.runner)
               if generator else None)
     began = time.monotonic()
 
