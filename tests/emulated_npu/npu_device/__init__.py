@@ -36,18 +36,15 @@ decides whether a job would start and train on an Atlas 800, each rule from the 
 
 from __future__ import annotations
 
-import builtins
-import json
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
-import tensorflow as tf
+
+import emulated_ascend
+from emulated_ascend import (BF16_MODES, CHIPS_WITHOUT_BF16, PRECISION_MODES, chip, get_ranksize,  # noqa: F401
+                             hccl_device_check, physical_device)
 
 EMULATED = True
-BF16_MODES = ("allow_mix_precision_bf16", "allow_fp32_to_bf16")
-PRECISION_MODES = ("force_fp32", "allow_fp32_to_fp16", "force_fp16", "must_keep_origin_dtype",
-                   "allow_mix_precision", "cube_fp16in_fp32out", "allow_mix_precision_fp16") + BF16_MODES
-CHIPS_WITHOUT_BF16 = ("910A",)
 
 
 class _Options:
@@ -105,41 +102,6 @@ def global_options() -> _Options:
     return _state.options
 
 
-def _device_list(text: str) -> List[int]:
-    ids: List[int] = []
-    for part in text.split(","):
-        lo, sep, hi = part.strip().partition("-")
-        ids.extend(range(int(lo), int(hi) + 1) if sep else [int(lo)])
-    return sorted(set(ids))
-
-
-def physical_device(logical: int, environ=os.environ) -> int:
-    visible = environ.get("ASCEND_VISIBLE_DEVICES")
-    devices = _device_list(visible) if visible else _device_list(environ.get("EMULATED_NPU_DEVICES", "0-7"))
-    if not 0 <= logical < len(devices):
-        where = f"ASCEND_VISIBLE_DEVICES={visible}" if visible else f"this host has devices {devices}"
-        raise RuntimeError(f"Failed open npu device {logical} : logical device {logical} does not exist "
-                           f"({where})")
-    return devices[logical] if visible else logical
-
-
-def hccl_device_check(physical: int, environ=os.environ) -> None:
-    """HCCL's check at communicator set-up: the table's device for RANK_ID is the device we opened."""
-    path, rank = environ["RANK_TABLE_FILE"], int(environ["RANK_ID"])
-    with builtins.open(path, encoding="utf-8") as f:  # this module defines its own open()
-        table = json.load(f)
-    for server in table["server_list"]:
-        for device in server["device"]:
-            if int(device["rank_id"]) == rank:
-                if int(device["device_id"]) != physical:
-                    raise RuntimeError(
-                        f"Failed open npu device : EI0004: The ranktable is invalid,Reason:[The ranktable "
-                        f"config devId is inconsistent with the local devId.] ranktable config "
-                        f"devId[{device['device_id']}],but local devId[{physical}] (rank {rank}, {path})")
-                return
-    raise RuntimeError(f"Failed open npu device : rank {rank} is not in {path}")
-
-
 class NpuDeviceHandle:
     def __init__(self, device_id: int, physical: int, workers_num: int, worker_id: int):
         self.device_id, self.physical_id = device_id, physical
@@ -150,18 +112,8 @@ class NpuDeviceHandle:
 
     def as_default(self) -> NpuDeviceHandle:
         if chip() in CHIPS_WITHOUT_BF16:
-            _refuse_bfloat16()
+            emulated_ascend.refuse_bfloat16()
         return self
-
-
-def get_ranksize() -> str:
-    if os.getenv("CM_WORKER_SIZE") is not None and os.getenv("RANK_SIZE") is not None:
-        raise ValueError("RANK_SIZE and CM_WORK_SIZE cannot be configured at the same time")
-    return os.getenv("RANK_SIZE") if os.getenv("RANK_SIZE") is not None else os.getenv("CM_WORKER_SIZE", "1")
-
-
-def chip() -> str:
-    return os.environ.get("EMULATED_NPU_CHIP", "910A")
 
 
 def open(device_id: Optional[int] = None) -> NpuDeviceHandle:  # noqa: A001 (the adapter's name)
@@ -177,8 +129,6 @@ def open(device_id: Optional[int] = None) -> NpuDeviceHandle:  # noqa: A001 (the
     workers_num = int(get_ranksize())
     worker_id = 0
     if workers_num > 1:
-        from npu_device import _collectives
-
         chief_ip, rank_table = os.getenv("CM_CHIEF_IP"), os.getenv("RANK_TABLE_FILE")
         if chief_ip is not None and rank_table is not None:
             raise RuntimeError("CM_CHIEF_IP and RANK_TABLE_FILE cannot be configured at the same time.")
@@ -187,13 +137,13 @@ def open(device_id: Optional[int] = None) -> NpuDeviceHandle:  # noqa: A001 (the
                 raise RuntimeError("You must specify cm chief port by set env CM_CHIEF_PORT in distribution mode")
             if not os.getenv("CM_CHIEF_DEVICE"):
                 raise RuntimeError("You must specify cm chief device by set env CM_CHIEF_DEVICE in distribution mode")
-            worker_id = _collectives.connect_cm(workers_num, os.getenv("CM_WORKER_IP") or chief_ip, device_id)
+            worker_id = emulated_ascend.connect_cm(workers_num, os.getenv("CM_WORKER_IP") or chief_ip, device_id)
         elif rank_table is not None:
             if not os.getenv("RANK_ID"):
                 raise RuntimeError("You must specify rank id by set env RANK_ID in distribution mode")
             hccl_device_check(physical)
             worker_id = int(os.environ["RANK_ID"])
-            _collectives.connect(worker_id, workers_num)
+            emulated_ascend.connect(worker_id, workers_num)
         else:
             raise RuntimeError("CM_CHIEF_IP and RANK_TABLE_FILE are all not be configured.")
     _state.handle = NpuDeviceHandle(device_id, physical, workers_num, worker_id)
@@ -206,26 +156,10 @@ def global_npu_ctx() -> Optional[NpuDeviceHandle]:
     return _state.handle
 
 
-_original_cast = tf.cast
-
-
 def reset() -> None:
     """Close the emulated device and undo its changes to TensorFlow (for in-process tests)."""
     _state.handle = _state.options = None
-    tf.cast = tf.dtypes.cast = _original_cast
-
-
-def _refuse_bfloat16() -> None:
-    """The 910A has no bfloat16 kernels: an op asking for one fails (here: every cast to it)."""
-    original = _original_cast
-
-    def cast(x: Any, dtype: Any, name: Optional[str] = None) -> Any:
-        if tf.as_dtype(dtype) == tf.bfloat16:
-            raise TypeError(f"emulated Ascend {chip()}: no bfloat16 on this chip (cast to bfloat16 refused)")
-        return original(x, dtype, name=name)
-
-    tf.cast = cast
-    tf.dtypes.cast = cast
+    emulated_ascend.restore_cast()
 
 
 from npu_device import distribute, gen_npu_ops  # noqa: E402  (after the names they use)

@@ -9,7 +9,8 @@ from typing import Any, List, Sequence
 import numpy as np
 import tensorflow as tf
 
-from npu_device import _collectives, global_npu_ctx
+import emulated_ascend
+from npu_device import global_npu_ctx
 
 
 def _is_worker() -> bool:
@@ -28,7 +29,7 @@ def all_reduce(values: Any, reduction: str = "mean", fusion: int = 1, fusion_id:
     workers = global_npu_ctx().workers_num
 
     def reduce(*arrays: tf.Tensor) -> List[np.ndarray]:
-        summed = _collectives.call("sum", [a.numpy() for a in arrays])
+        summed = emulated_ascend.call("sum", [a.numpy() for a in arrays])
         return [s / workers if reduction == "mean" else s for s in summed]
 
     out = tf.py_function(reduce, tensors, Tout=[t.dtype for t in tensors])
@@ -42,6 +43,6 @@ def broadcast(values: Any, root_rank: int = 0, fusion: int = 2, fusion_id: int =
     if not _is_worker():
         return
     variables: Sequence[tf.Variable] = values if isinstance(values, (list, tuple)) else [values]
-    arrays = _collectives.call("broadcast", [v.numpy() for v in variables], root=root_rank)
+    arrays = emulated_ascend.call("broadcast", [v.numpy() for v in variables], root=root_rank)
     for v, a in zip(variables, arrays):
         v.assign(a)

@@ -1,0 +1,3 @@
+"""EMULATED npu/util.py: the rank size as the adapter reads it."""
+
+from emulated_ascend import get_ranksize  # noqa: F401
