@@ -16,6 +16,8 @@ which runs tf.compat.v1 sessions on TF 2 and enforces the adapter's documented c
 from __future__ import annotations
 
 import json
+import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -24,8 +26,10 @@ from typing import Dict, List, Tuple
 import numpy as np
 import pytest
 
+from common.exits import EXIT_PREEMPTED
 from csgm.ascend import resolve_adapter
-from tests.jobutil import REPO, checkpoint_arrays, free_port, job_env, relative_difference, run_launcher, sets
+from tests.jobutil import (REPO, checkpoint_arrays, free_port, job_env, launcher_cmd, relative_difference,
+                           run_launcher, sets, stop, wait_for)
 from tests.test_npu_emulated import EMULATION, SMALL, SPEC, _table
 
 BRIDGE = ("--set", "npu.adapter=npu_bridge")
@@ -208,3 +212,37 @@ def test_npu_bridge_on_tensorflow_2_is_refused_before_anything_opens(tmp_path: P
     log = (tmp_path / "out" / "logs" / "attempt_0" / "rank_0.log").read_text()
     assert "error: job spec: npu.adapter: npu.adapter npu_bridge is CANN's adapter for TF 1.15" in log
     assert "EMULATED" not in log and "Session" not in log  # refused before any adapter opened
+
+
+def test_sigterm_mid_epoch_on_the_graph_path_and_the_rerun_equals_an_uninterrupted_run(tmp_path: Path) -> None:
+    """A kill as Kubernetes sends it (SIGTERM): the session rank checkpoints the step it finished, the
+    launcher exits 75; the rerun resumes inside the epoch and ends with the uninterrupted weights."""
+    table = tmp_path / "t.json"
+    table.write_text(json.dumps(_table([0])))
+    env = job_env(PYTHONPATH=f"{EMULATION}:{REPO}")
+
+    def args(run: Path) -> List[str]:
+        return [*sets(**dict(SMALL, data__train_limit=2000, train__batch_size=20, train__log_every=5,
+                             train__precision="fp32", recovery__precision="fp32", launch__grace_period_s=20,
+                             devices__count=1, output_dir=run)), *BRIDGE,
+                "--rank-table", str(table), "--server-id", "127.0.0.1"]
+
+    whole = tmp_path / "whole"
+    assert run_launcher(SPEC, *args(whole), timeout=300, env=env).returncode == 0
+    run, console = tmp_path / "stopped", tmp_path / "console.txt"
+    with console.open("w") as out:
+        launcher = subprocess.Popen(launcher_cmd(SPEC, *args(run)), cwd=REPO, env=env, stdout=out,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for(lambda: "step 10," in console.read_text(), 240, "the rank to train 10 steps")
+        launcher.send_signal(signal.SIGTERM)
+        code = launcher.wait(timeout=60)
+    finally:
+        stop(launcher)
+    assert code == EXIT_PREEMPTED, console.read_text()[-3000:]
+    assert re.search(r"training stopped after step \d+ \(epoch 0, \d+ of 100 steps\); checkpoint \S+-step-",
+                     console.read_text())
+    rerun = run_launcher(SPEC, *args(run), timeout=300, env=env)
+    assert rerun.returncode == 0 and "inside epoch 0 after" in rerun.stdout + rerun.stderr, rerun.stdout[-3000:]
+    a, b = checkpoint_arrays(whole), checkpoint_arrays(run)
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
