@@ -3,7 +3,8 @@
 Each checkpoint is a folder ``epoch-00042/`` (or, stopped on SIGTERM inside epoch 42 after global step
 123, ``epoch-00042-step-000000123/``) holding TensorFlow's checkpoint files and
 ``meta.json`` (epoch, step, model shape, the inputs of csgm.resume and their digest, resolved
-spec). It is written under a temporary name and renamed into place only when complete, so a crash
+spec, the SHA-256 of each TensorFlow file; sealed with the digest of its own content,
+common.records). It is written under a temporary name and renamed into place only when complete, so a crash
 mid-write leaves nothing that could be loaded.
 """
 
@@ -17,7 +18,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import tensorflow as tf
 
-from common.files import atomic_write_json
+from common.records import sha256_file, write_sealed_json
 from csgm.runner import Runner
 from csgm.resume import CheckpointError, checkpoint_name, complete_checkpoints, latest, read_meta
 
@@ -47,9 +48,10 @@ class CheckpointStore:
     def restore(self, path: Path, partial: bool = False) -> None:
         """Load ``path`` into the trackables; ``partial`` allows the checkpoint to hold more
         (the recovery stage loads only the model of a training checkpoint)."""
+        verify_files(path)
         try:
             self.runner.read(self.checkpoint, str(path / "ckpt"), partial)
-        except (tf.errors.OpError, ValueError, AssertionError) as e:
+        except (tf.errors.OpError, ValueError, AssertionError, IndexError) as e:  # IndexError: a short read
             raise CheckpointError(f"{path}: cannot restore this checkpoint ({first_line(e)}). "
                                   "Delete it to start from the previous one") from None
 
@@ -63,7 +65,8 @@ class CheckpointStore:
         shutil.rmtree(tmp, ignore_errors=True)
         try:
             self.runner.write(self.checkpoint, str(tmp / "ckpt"))
-            atomic_write_json(tmp / "meta.json", dict(meta, epoch=epoch))
+            files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.name.startswith("ckpt")}
+            write_sealed_json(tmp / "meta.json", dict(meta, epoch=epoch, files=files))
         except (tf.errors.OpError, OSError) as e:
             shutil.rmtree(tmp, ignore_errors=True)  # never leave a partial checkpoint behind
             full = "No space left" in str(e) or getattr(e, "errno", None) == errno.ENOSPC
@@ -78,6 +81,17 @@ class CheckpointStore:
         for old in superseded + [p for p in done[:-self.keep] if p not in superseded]:
             shutil.rmtree(old, ignore_errors=True)
         return final
+
+
+def verify_files(path: Path) -> None:
+    """Refuse a checkpoint whose TensorFlow files differ from the digests its meta.json records:
+    TensorFlow's own checksums miss a truncated data file (a short read)."""
+    for name, expected in read_meta(path)["files"].items():
+        file = path / name
+        if not file.is_file() or sha256_file(file) != expected:
+            raise CheckpointError(f"{file}: {'missing' if not file.is_file() else 'truncated or changed'} since "
+                                  "the checkpoint was written (its sha256 differs from the one in meta.json). "
+                                  "Delete this checkpoint folder to use the previous one")
 
 
 def first_line(error: BaseException) -> str:

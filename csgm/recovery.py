@@ -1,16 +1,16 @@
 """The recovery stage as units of work: planned, shared between ranks, saved one by one.
 
 A unit is one (experiment, method, image batch). Each finished unit is written at once as
-``units/<id>.json`` (rows, seconds, the digest of everything it depends on) next to
-``units/<id>.npy`` (its reconstructions, uint8). A rerun skips units whose file is valid and
-carries the current digest, so a killed job loses nothing it had finished, and a unit computed
-for another spec or checkpoint is never trusted.
+``units/<id>.json`` (rows, seconds, the digest of everything it depends on, the sha256 of the
+``.npy``; sealed with the digest of its own content, common.records) next to ``units/<id>.npy``
+(its reconstructions, uint8). A rerun skips units whose files are intact and carry the current
+digest, so a killed job loses nothing it had finished, and a unit computed for another spec or
+checkpoint, edited or damaged is computed again, never reported.
 """
 
 from __future__ import annotations
 
 import io
-import json
 import logging
 import time
 from dataclasses import asdict, dataclass, replace
@@ -19,7 +19,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from common.files import atomic_write_bytes, atomic_write_json
+from common.files import atomic_write_bytes
+from common.records import RecordError, read_sealed_json, sha256_bytes, write_sealed_json
 from common.schema import SpecError
 from csgm import baselines, measure, sparse_gen
 from csgm.config import RecoveryConfig
@@ -107,26 +108,68 @@ class UnitStore:
         self.digest = digest
 
     def load(self, unit: Unit) -> Optional[dict]:
-        """The saved result of ``unit``, or None when absent, unreadable or from another spec."""
+        """The saved result of ``unit``, or None when absent, damaged or from another spec."""
+        return self.read(unit)[0]
+
+    def read(self, unit: Unit) -> Tuple[Optional[dict], str]:
+        """(record with its pixels, '') for a usable unit; (None, '') when it was never saved;
+        (None, why) when its files exist but cannot be trusted: then it is computed again."""
+        path = self.folder / f"{unit.id}.json"
         try:
-            record = json.loads((self.folder / f"{unit.id}.json").read_text())
-            pixels = np.load(self.folder / f"{unit.id}.npy")
-        except (OSError, ValueError):
-            return None
-        ok = (isinstance(record, dict) and record.get("digest") == self.digest
-              and record.get("unit") == asdict(unit)
-              and len(record.get("rows", [])) == unit.stop - unit.first
-              and pixels.shape == (unit.stop - unit.first, measure.PIXELS))
-        return dict(record, pixels=pixels) if ok else None
+            record = read_sealed_json(path)
+            blob = (self.folder / f"{unit.id}.npy").read_bytes()
+        except FileNotFoundError:
+            return None, ""
+        except (OSError, RecordError) as e:
+            return None, str(e)
+        why = unit_problem(record, unit, self.digest)
+        if not why and sha256_bytes(blob) != record["npy_sha256"]:
+            why = f"{unit.id}.npy does not match the sha256 its .json records (damaged or from another unit)"
+        pixels = None
+        if not why:
+            try:
+                pixels = np.load(io.BytesIO(blob), allow_pickle=False)
+            except (ValueError, OSError, EOFError) as e:
+                why = f"{unit.id}.npy: unreadable ({e})"
+        if not why and (pixels.dtype != np.uint8 or pixels.shape != (unit.stop - unit.first, measure.PIXELS)):
+            why = f"{unit.id}.npy holds {pixels.dtype} {pixels.shape}, not the unit's uint8 images"
+        return (None, f"{path}: {why}") if why else (dict(record, pixels=pixels), "")
 
     def save(self, unit: Unit, rows: List[dict], pixels: np.ndarray, seconds: float, rank: int = 0) -> None:
         buffer = io.BytesIO()
         np.save(buffer, (np.clip(pixels, 0, 1) * 255 + 0.5).astype(np.uint8))
         atomic_write_bytes(self.folder / f"{unit.id}.npy", buffer.getvalue())
-        # The JSON goes last: its presence with the right digest is what marks the unit done.
-        atomic_write_json(self.folder / f"{unit.id}.json",
+        # The JSON goes last: its presence, intact and with the right digest, marks the unit done. It
+        # holds the .npy's sha256, so images copied from another unit are told apart.
+        write_sealed_json(self.folder / f"{unit.id}.json",
                           {"digest": self.digest, "unit": asdict(unit), "seconds": seconds, "rank": rank,
-                           "rows": rows})
+                           "rows": rows, "npy_sha256": sha256_bytes(buffer.getvalue())})
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def unit_problem(record: dict, unit: Unit, digest: str) -> str:
+    """Why an intact unit record is not this unit's result under these settings, or ''."""
+    if record.get("digest") != digest:
+        return "computed under other settings (recovery, data or generator checkpoint)"
+    if record.get("unit") != asdict(unit):
+        return "records another unit"
+    if not isinstance(record.get("npy_sha256"), str) or not _is_number(record.get("seconds")):
+        return "npy_sha256 or seconds missing"
+    rows = record.get("rows")
+    if not isinstance(rows, list) or len(rows) != unit.stop - unit.first:
+        return f"rows: expected a list of {unit.stop - unit.first} rows"
+    for offset, row in enumerate(rows):
+        expected = {"measurement": unit.measurement, "m": unit.m, "method": unit.method, "image": unit.first + offset}
+        if not isinstance(row, dict) or any(row.get(k) != v or type(row.get(k)) is not type(v)
+                                             for k, v in expected.items()):
+            return f"rows[{offset}]: not the row of image {unit.first + offset} of this unit"
+        # mse >= 0 or NaN (a diverged solve is a result too); never negative, never missing
+        if not _is_number(row.get("mse")) or row["mse"] < 0 or not _is_number(row.get("noise_std")):
+            return f"rows[{offset}]: mse or noise_std missing or not a number >= 0"
+    return ""
 
 
 class RecoveryRunner:
@@ -199,7 +242,13 @@ class RecoveryRunner:
         """Compute the units not already saved; returns how many were computed. Once ``stop()`` is
         true (SIGTERM, csgm.preemption) no further unit starts: Preempted is raised, the finished units
         are kept, and a unit still running at SIGKILL is abandoned (it is written only when complete)."""
-        todo = [u for u in units if self.store.load(u) is None]
+        todo = []
+        for unit in units:
+            record, why = self.store.read(unit)
+            if record is None:
+                todo.append(unit)
+                if why:
+                    log.warning("recovery: %s; computing it again", why)
         if len(todo) < len(units):
             log.info("recovery: %d of %d units already done, skipped", len(units) - len(todo), len(units))
         for count, unit in enumerate(todo, 1):

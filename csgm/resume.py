@@ -3,19 +3,21 @@
 A checkpoint's ``meta.json`` records ``inputs``: everything its weights depend on (the data, the
 model's shape, the optimiser settings, the seed) and their ``digest``. The epoch count is not an
 input: raising ``train.epochs`` continues a finished run. Nor is the number of ranks, so a run
-may continue on another number of devices. Reading the meta needs no TensorFlow, so a dry run can
-say what a run would do.
+may continue on another number of devices. The meta is sealed with a SHA-256 of its own content
+(common.records) and its keys are type-checked on read: a damaged or older one is refused, naming
+the file. Reading the meta needs no TensorFlow, so a dry run can say what a run would do.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
+import reprlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
+from common.records import RecordError, short_digest, unseal
 from common.schema import to_data
 from csgm.config import DataConfig, TrainConfig
 
@@ -61,8 +63,7 @@ def training_inputs(train: TrainConfig, data: Union[DataConfig, str]) -> Dict[st
 
 
 def digest(inputs: Dict[str, Any]) -> str:
-    blob = json.dumps(inputs, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return short_digest(inputs)
 
 
 def complete_checkpoints(folder: Path) -> List[Path]:
@@ -74,14 +75,50 @@ def complete_checkpoints(folder: Path) -> List[Path]:
 
 
 def read_meta(path: Path) -> Dict[str, Any]:
+    """A checkpoint's meta.json: intact (its content digest, common.records) and well-typed."""
+    file = path / "meta.json"
+    fix = "Delete this checkpoint folder to use the previous one (or --set train.resume=never to train afresh)"
     try:
-        meta = json.loads((path / "meta.json").read_text())
-        if not isinstance(meta, dict):
-            raise ValueError("not a JSON object")
-        return meta
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"{path / 'meta.json'}: unreadable ({e}). "
-                              "Delete this checkpoint folder to use the previous one") from None
+        meta = unseal(json.loads(file.read_text()))
+    except RecordError as e:
+        raise CheckpointError(f"{file}: {e}. {fix}") from None
+    except (OSError, ValueError, RecursionError) as e:
+        raise CheckpointError(f"{file}: unreadable ({e}). {fix}") from None
+    problem = meta_problem(meta)
+    if problem:
+        raise CheckpointError(f"{file}: {problem}. {fix}")
+    return meta
+
+
+def _count(value: Any, least: int = 0) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def meta_problem(meta: Dict[str, Any]) -> Optional[str]:
+    """Why a checkpoint's meta cannot be used (a key missing or of the wrong type), or None."""
+    for key in ("epoch", "step"):
+        if not _count(meta.get(key)):
+            return f"{key}: {reprlib.repr(meta.get(key))} is not a whole number >= 0"
+    if not _count(meta.get("epoch_examples", 0)):
+        return f"epoch_examples: {reprlib.repr(meta['epoch_examples'])} is not a whole number >= 0"
+    model = meta.get("model", {})
+    if not isinstance(model, dict) or not all(_count(model.get(k, 1), 1) for k in ("latent_dim", "hidden")):
+        return f"model: {reprlib.repr(model)} is not {{latent_dim, hidden}} as whole numbers >= 1"
+    for key in ("loss", "heldout_recon_mse", "validation_recon_mse"):
+        if meta.get(key) is not None and not _number(meta[key]):
+            return f"{key}: {reprlib.repr(meta[key])} is not a number"
+    if not isinstance(meta.get("digest", ""), str):
+        return f"digest: {reprlib.repr(meta['digest'])} is not a string"
+    files = meta.get("files")
+    if not isinstance(files, dict) or not files or not all(
+            isinstance(name, str) and name == Path(name).name and name not in ("", ".", "..")
+            and isinstance(sha, str) for name, sha in files.items()):
+        return f"files: {reprlib.repr(files)} is not {{file name: sha256}} of the checkpoint's files"
+    return None
 
 
 def latest(folder: Path) -> Optional[Tuple[Path, Dict[str, Any]]]:

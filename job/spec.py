@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import copy
 import difflib
-import hashlib
-import json
 import os
 import re
 from dataclasses import dataclass
@@ -19,6 +17,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 import yaml
 
+from common.records import short_digest
 from common.schema import SpecError, build, known_paths, option, to_data
 from csgm.ascend import NpuOptions, npu_precision_conflict
 from csgm.config import DataConfig, RecoveryConfig, TrainConfig
@@ -227,5 +226,4 @@ def spec_to_yaml(spec: JobSpec) -> str:
 
 def spec_digest(section: Any) -> str:
     """A stable hash of a spec (or one section), to tell whether saved work belongs to it."""
-    blob = json.dumps(to_data(section), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return short_digest(to_data(section))

@@ -6,7 +6,6 @@ Each stage receives only its own section of the spec. Side effects that must hap
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
@@ -17,7 +16,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 import numpy as np
 
 from common.exits import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, EXIT_PREEMPTED
-from common.files import atomic_write_json
+from common.records import RecordError, read_sealed_json, write_sealed_json
 from common.schema import SpecError, to_data
 from csgm.ascend import graph_precision
 from csgm.cm_mode import CmModeError
@@ -37,6 +36,7 @@ from job.backend import make_backend
 from job.spec import JobSpec, spec_digest
 
 log = logging.getLogger(__name__)
+METRICS = "train_metrics.json"  # rank 0's TrainResult (csgm.train), sealed (common.records)
 
 
 Generator = Tuple[VAE, str]  # the model and the id of its weights (csgm.train.checkpoint_id)
@@ -70,8 +70,43 @@ def train_stage(spec: JobSpec, data: Dataset, backend: Backend,
                       stop=stop)
     result = trainer.fit()
     if backend.rank == 0:
-        atomic_write_json(spec.run_dir / "train_metrics.json", asdict(result))
+        path = spec.run_dir / METRICS
+        write_sealed_json(path, kept_measurements(_previous_metrics(path), asdict(result)))
     return (trainer.model, trainer.checkpoint_id) if spec.train.epochs > 0 else None
+
+
+def kept_measurements(previous: Optional[Dict[str, Any]], result: Dict[str, Any]) -> Dict[str, Any]:
+    """A run that trained no step (it resumed a finished checkpoint) keeps what the run that trained
+    those steps measured, rather than replacing its speed and last loss with null."""
+    if result["examples_per_sec"] is not None or not previous or previous.get("steps") != result["steps"]:
+        return result
+    return dict(result, examples_per_sec=previous.get("examples_per_sec"), final_loss=previous.get("final_loss"))
+
+
+def _previous_metrics(path: Path) -> Optional[Dict[str, Any]]:
+    try:
+        return read_sealed_json(path)
+    except FileNotFoundError:
+        return None
+    except (OSError, RecordError) as e:
+        log.warning("train: %s; replaced by this run's metrics", e)
+        return None
+
+
+def read_train_metrics(run_dir: Path) -> Dict[str, Any]:
+    """What the train stage measured, for the report: {} if it never finished (the report says so);
+    a damaged file is refused, never reported as missing metrics."""
+    path = Path(run_dir) / METRICS
+    try:
+        return read_sealed_json(path)
+    except FileNotFoundError:
+        return {}
+    except RecordError as e:
+        problem = str(e)
+    except OSError as e:
+        problem = f"{path}: unreadable ({e.strerror or e})"
+    raise RecordError(f"{problem}. Run the train stage again to rewrite it (stages: [train, recover]; it "
+                      "resumes from the checkpoint), or delete it to report without training metrics")
 
 
 def _loss_scale(spec: JobSpec, backend: Backend) -> Optional[DynamicLossScale]:
@@ -99,6 +134,8 @@ def recover_stage(spec: JobSpec, data: Dataset, backend: Backend, trained: Optio
     to finish sees them all (an early one may too; the report is the same, written atomically).
     """
     rec = spec.recovery
+    if "train" not in spec.stages:  # refuse damaged training metrics before any unit is computed
+        read_train_metrics(spec.run_dir)
     generator: Optional[Generator] = None
     if rec.input == "generator" or any(m not in BASELINES for m in rec.methods):
         generator = trained or load_generator(spec.run_dir, backend.runner)
@@ -121,33 +158,26 @@ def recover_stage(spec: JobSpec, data: Dataset, backend: Backend, trained: Optio
     runner = RecoveryRunner(rec, data, solver, store, backend.rank)
     runner.run(mine, progress, stop)
     if all(store.load(u) is not None for u in units):
-        report = write_report(spec.run_dir, spec.name, _read_json(spec.run_dir / "train_metrics.json"),
+        report = write_report(spec.run_dir, spec.name, read_train_metrics(spec.run_dir),
                               store, units, runner.originals(np.arange(min(rec.batch_size, rec.images))))
         log.info("report: %s (%d recovery rows)", spec.run_dir / "report.md", len(report["recovery"]))
     else:
         log.info("recovery: this rank's units are done; another rank will write the report")
 
 
-def _read_json(path: Path) -> Dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
 def report_errors(action: Callable[[], None], run_dir: Path) -> int:
     """Run ``action``; turn what a user can fix into one ``error:`` line and an exit code.
 
-    Bad input (spec, data, checkpoint, unfinished units) exits 2; an output folder that is full or
-    read-only exits 1; a stop on SIGTERM (csgm.preemption) exits EXIT_PREEMPTED. Anything else is a
-    bug and keeps its traceback.
+    Bad input (spec, data, checkpoint, unfinished units, a damaged record) exits 2; an output folder
+    that is full or read-only exits 1; a stop on SIGTERM (csgm.preemption) exits EXIT_PREEMPTED.
+    Anything else is a bug and keeps its traceback.
     """
     try:
         action()
     except Preempted as e:
         print(f"preempted: {e}", file=sys.stderr)
         return EXIT_PREEMPTED
-    except (SpecError, DataError, CheckpointError, MissingUnits, CmModeError) as e:
+    except (SpecError, DataError, CheckpointError, MissingUnits, CmModeError, RecordError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except OSError as e:

@@ -21,6 +21,7 @@ from common.schema import to_data
 from common.version import VERSION
 from csgm import cm_mode
 from job.plan import describe_plan
+from job.run_folder import check_output_dir
 from job.spec import JobSpec, SpecError, load_spec, spec_to_yaml
 from launcher.errors import LaunchError
 from launcher.nodes import DEFAULT_PORT as DEFAULT_NODE_PORT
@@ -155,6 +156,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     setup_logging()
     try:
         spec = load_spec(args.spec, flag_overrides(args, os.environ))
+        check_output_dir(spec)  # a folder csgm did not make is refused by the dry run too
         # HCCL's rank-table-free start (Ascend Operator's CM_* variables): checked before anything opens.
         cm = cm_mode.detect(os.environ, launcher=True)
         nodes = node_args(args, os.environ, spec)
@@ -189,12 +191,14 @@ def run_single(spec: JobSpec, args: argparse.Namespace) -> int:
     from common.exits import EXIT_PREEMPTED
     from common.files import atomic_write_text
     from csgm.preemption import StopRequest
+    from job.run_folder import claim_output_dir
     from job.stages import report_errors, run_stages
     from launcher.preempt import outcome
 
     stop, started = StopRequest().install(), time.time()
 
     def run() -> None:
+        claim_output_dir(spec)
         atomic_write_text(spec.run_dir / "spec.yaml", spec_to_yaml(spec))
         run_stages(spec, stop=stop)
 

@@ -16,6 +16,7 @@ from common.exits import EXIT_BAD_INPUT, EXIT_FAILED
 from common.files import atomic_write_text
 from csgm.cm_mode import CmCluster
 from job.plan import describe_plan
+from job.run_folder import claim_output_dir
 from job.spec import JobSpec, spec_to_yaml
 from launcher import ascend
 from launcher import env as rank_environment
@@ -204,6 +205,7 @@ def run_ranks(spec: JobSpec, args: argparse.Namespace, command: Sequence[str],
         note = ascend.check_health([s.device_id for s in slots])
         if note:
             log.info("%s", note)
+    claim_output_dir(spec)  # before the run writes anything into it
     if table_path is None and table is not None:
         assert table_file is not None
         rank_table.write(table, table_file)

@@ -103,10 +103,12 @@ def test_resume_ends_with_the_weights_of_an_uninterrupted_run(tmp_path: Path) ->
 
 
 def _copy_generator(source: Path, dest: Path) -> None:
-    """A trained run's checkpoints and the weights chosen on validation (best/), which recovery uses."""
+    """A trained run's checkpoints and the weights chosen on validation (best/), which recovery uses,
+    and its run-folder marker (job/run_folder.py: csgm writes only into folders it made)."""
     for folder in ("checkpoints", "best"):
         if (source / folder).is_dir():
             shutil.copytree(source / folder, dest / folder)
+    shutil.copy(source / ".csgm-run", dest / ".csgm-run")
 
 
 def _recover(source: Path, dest: Path, ranks: int, **extra: object) -> object:
@@ -193,6 +195,7 @@ def test_unit_from_another_spec_is_recomputed(trained: Path, tmp_path: Path) -> 
 def test_checkpoint_of_other_settings_is_refused_and_the_dry_run_says_so(trained: Path, tmp_path: Path) -> None:
     run = tmp_path / "other"
     shutil.copytree(trained / "checkpoints", run / "checkpoints")
+    shutil.copy(trained / ".csgm-run", run / ".csgm-run")
     # The trained fixture chose its epoch on 50 validation digits: the data section says so here too.
     args = sets(**TINY_TRAIN, data__validation=50, output_dir=run, stages="[train]", train__epochs=5,
                 train__hidden=100, train__learning_rate=0.01)

@@ -92,12 +92,13 @@ def _unit_rows(run_dir: Path) -> Dict[str, list]:
 def _recover_on_tf2(source: Path, target: Path) -> Path:
     """The TF2 CPU path recovers with ``source``'s generator (the trained folders copied)."""
     target.mkdir()
-    for name in ("checkpoints", "best", "train_metrics.json"):
+    for name in ("checkpoints", "best", "train_metrics.json", ".csgm-run"):
         if (source / name).is_dir():
             subprocess.run(["cp", "-r", str(source / name), str(target)], check=True)
         elif (source / name).exists():
             (target / name).write_bytes((source / name).read_bytes())
-    result = run_launcher("configs/mnist_1p.yaml", *sets(**dict(SMALL, stages="[recover]", output_dir=target,
+    job = json.loads((source / ".csgm-run").read_text())["job"]  # the folder is that job's
+    result = run_launcher("configs/mnist_1p.yaml", *sets(**dict(SMALL, stages="[recover]", output_dir=target, name=job,
                                                                 recovery__images=2, recovery__precision="fp32")),
                           "--set", "recovery.methods=[vae,vae_reg,sparse_gen]", timeout=400)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -130,11 +131,13 @@ def test_one_checkpoint_format_across_stacks(tmp_path: Path) -> None:
 
     tf2_out = tmp_path / "tf2-trained"
     result = run_launcher("configs/mnist_1p.yaml", *sets(**dict(SMALL, output_dir=tf2_out, train__batch_size=32,
-                                                                train__precision="fp32")), timeout=400)
+                                                                train__precision="fp32", name="mnist-8p")),
+                          timeout=400)
     assert result.returncode == 0, result.stderr[-3000:]
     recovered = tmp_path / "graph-recovers"
     recovered.mkdir()
-    subprocess.run(["cp", "-r", str(tf2_out / "checkpoints"), str(tf2_out / "best"), str(recovered)], check=True)
+    subprocess.run(["cp", "-r", str(tf2_out / "checkpoints"), str(tf2_out / "best"), str(tf2_out / ".csgm-run"),
+                    str(recovered)], check=True)
     graph_rec, logs = _run(tmp_path, "graph-recovers", [0], 32, "fp32", *methods[:2], "--set", "stages=[recover]",
                            "--set", "recovery.images=2")
     assert "EMULATED NPU (npu_bridge)" in logs

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from common.records import unseal, write_sealed_json
 from csgm.backends import Backend
 from csgm.checkpoint import CheckpointError
 from csgm.config import DataConfig, TrainConfig
@@ -83,8 +84,8 @@ def test_resume_never_starts_afresh(run: Path, data: Dataset) -> None:
 
 def test_checkpoint_without_recorded_inputs_is_refused(run: Path) -> None:
     meta_file = latest(run / "checkpoints")[0] / "meta.json"
-    meta = json.loads(meta_file.read_text())
+    meta = unseal(json.loads(meta_file.read_text()))
     del meta["inputs"], meta["digest"]
-    meta_file.write_text(json.dumps(meta))
+    write_sealed_json(meta_file, meta)  # intact, as an older version wrote it but for the seal
     decision = decide(run / "checkpoints", training_inputs(TRAIN, DATA))
     assert decision.action == "refuse" and "older version" in decision.differences[0]
