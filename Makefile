@@ -9,7 +9,7 @@ PIP := $(PY) -m pip --disable-pip-version-check
 TF_PIN := tensorflow-cpu==2.18.1
 SPEC ?= configs/mnist_1p.yaml
 
-.PHONY: run test setup setup-dev horovod data lint pytest docs-check bench clean
+.PHONY: run test setup setup-dev horovod data lint pytest docs-check bench image-check clean
 
 run: setup
 	$(PY) -m launcher $(SPEC)
@@ -62,6 +62,12 @@ docs-check: setup-dev
 
 bench: setup-dev
 	$(PY) -m bench.all
+
+# Do the image's requirements install from PyPI for both stacks on aarch64 and x86_64, Python 3.7?
+# Needs the network (not part of `make test`) and pip >= 24 (k8s/image/check_wheels.py).
+image-check: setup
+	$(PIP) install -q 'pip>=24' packaging
+	$(PY) k8s/image/check_wheels.py
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

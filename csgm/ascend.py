@@ -77,6 +77,9 @@ def bridge_options(precision_mode: str, options: NpuOptions) -> Dict[str, Any]:
 # adapter builds against TF 1.15.0, the TF2 one against 2.6.5: Ascend/tensorflow README.md and
 # tf_adapter_2.x/CMakeLists.txt).
 ADAPTER_TF_MAJOR = {"npu_bridge": 1, "npu_device": 2}
+# The job image of each adapter (k8s/image/Dockerfile's STACK) and the TensorFlow its base holds.
+ADAPTER_STACK = {"npu_bridge": "tf1.15", "npu_device": "tf2.6.5"}
+STACK_TENSORFLOW = {"tf1.15": "1.15.", "tf2.6.5": "2.6."}
 
 
 def resolve_adapter(choice: str, tf_version: Optional[str]) -> Tuple[Optional[str], str]:

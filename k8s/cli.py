@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from common.exits import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
+from common.version import VERSION
 from job.spec import SpecError
 from k8s import render as r
 from k8s import validate as v
@@ -40,8 +41,10 @@ def _render_flags(render: argparse.ArgumentParser, namespace: bool = True) -> No
                         help="override a spec key, as the launcher's --set (e.g. --set train.epochs=2)")
     render.add_argument("--nodes", type=int, default=1, metavar="N",
                         help="servers (one pod each) (default: 1)")
-    render.add_argument("--image", default=r.DEFAULT_IMAGE, metavar="IMAGE",
-                        help=f"the job's image, as the nodes pull it (default: {r.DEFAULT_IMAGE})")
+    render.add_argument("--image", default=None, metavar="IMAGE",
+                        help=f"the job's image, as the nodes pull it (default: {r.IMAGE_NAME}:{VERSION}-<stack>, "
+                             f"the stack npu.adapter needs: {r.ADAPTER_STACK['npu_bridge']} for npu_bridge, "
+                             f"{r.ADAPTER_STACK['npu_device']} otherwise; {r.IMAGE_NAME}:{VERSION} for --target gpu)")
     if namespace:
         render.add_argument("--namespace", metavar="NS",
                             help="namespace of every object (default: none, i.e. kubectl's current one)")

@@ -1,25 +1,42 @@
-"""The job image installs everything the job imports: k8s/image/requirements.txt against the imports
-of the packages the image runs (every import statement, also those inside functions)."""
+"""The job image, per stack: k8s/image/requirements-<stack>.txt against the imports of the packages a
+rank runs (every import statement, also those inside functions), and the Dockerfile's base check.
+Whether the pins resolve to cp37 wheels on aarch64 and x86_64 asks PyPI: `make image-check`."""
 
 from __future__ import annotations
 
 import ast
 import importlib.util
 import re
+import sys
 from pathlib import Path
 from typing import Dict, Set
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
+IMAGE = REPO / "k8s/image"
+sys.path.insert(0, str(IMAGE))
+import check_base  # noqa: E402  (k8s/image/check_base.py, a script of the image build)
+import check_wheels  # noqa: E402  (k8s/image/check_wheels.py, `make image-check`)
+
 IMAGE_PACKAGES = ("common", "rank_table", "csgm", "job", "launcher")
+STACKS = tuple(check_base.STACK_TENSORFLOW)
 # Import name -> distribution name, where they differ.
 DISTRIBUTION = {"PIL": "pillow", "yaml": "pyyaml", "sklearn": "scikit-learn"}
 # Third-party imports the image need not install, and why.
-NOT_FROM_REQUIREMENTS = {
-    "tensorflow": "CANN's TensorFlow 2.6.5 base image",
+BOTH = {
+    "tensorflow": "the CANN base image",
     "numpy": "the base image (kept at its version for its TensorFlow)",
-    "npu_device": "CANN's TensorFlow adapter in the base image",
+    "pkg_resources": "setuptools, in the base image (used on Python 3.7 only, csgm/ascend.py)",
     "horovod": "backend horovod (CPU/GPU) only; the image runs backend hccl",
     "psutil": "imported only with backend horovod (launcher.horovod_rendezvous)",
+}
+NOT_FROM_REQUIREMENTS = {
+    "tf1.15": {**BOTH, "npu_bridge": "CANN's TF 1.15 plugin in the base", "hccl": "CANN's TF 1.15 plugin",
+               "npu_device": "the TF 2 adapter: refused on TF 1.15 before it is imported"},
+    "tf2.6.5": {**BOTH, "npu_device": "CANN's TF 2.6.5 plugin in the base",
+                "npu_bridge": "the TF 1.15 adapter: refused on TF 2 before it is imported",
+                "hccl": "imported only with npu.adapter npu_bridge"},
 }
 
 
@@ -49,15 +66,52 @@ def _third_party(module: str) -> bool:
     return "site-packages" in spec.origin or "dist-packages" in spec.origin
 
 
-def requirements() -> Set[str]:
-    lines = (REPO / "k8s/image/requirements.txt").read_text().splitlines()
-    return {re.split(r"[=<>!~\[; ]", line.strip())[0].lower() for line in lines
-            if line.strip() and not line.strip().startswith("#")}
+def pins(path: Path) -> Dict[str, str]:
+    """name -> version of a requirements file, following its -r includes."""
+    out: Dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line.startswith("-r "):
+            out.update(pins(path.parent / line[3:].strip()))
+        elif line:
+            match = re.fullmatch(r"([A-Za-z0-9._-]+)==([0-9][A-Za-z0-9.]*)", line)
+            assert match, f"{path.name}: {line!r} is not an exact pin (the image installs with --no-deps)"
+            out[match.group(1).lower()] = match.group(2)
+    return out
 
 
-def test_image_requirements_cover_the_imports() -> None:
+@pytest.mark.parametrize("stack", STACKS)
+def test_each_stack_installs_what_a_rank_imports(stack: str) -> None:
     imports = third_party_imports()
-    assert {"PIL", "matplotlib", "yaml", "sklearn", "tensorflow"} <= set(imports)  # the scan sees them
+    assert {"PIL", "matplotlib", "yaml", "sklearn", "tensorflow", "npu_bridge", "npu_device"} <= set(imports)
+    installed = pins(IMAGE / f"requirements-{stack}.txt")
     missing = {name: sorted(files) for name, files in imports.items()
-               if name not in NOT_FROM_REQUIREMENTS and DISTRIBUTION.get(name, name).lower() not in requirements()}
-    assert not missing, f"k8s/image/requirements.txt lacks what these files import: {missing}"
+               if name not in NOT_FROM_REQUIREMENTS[stack] and DISTRIBUTION.get(name, name).lower() not in installed}
+    assert not missing, f"k8s/image/requirements-{stack}.txt lacks what these files import: {missing}"
+    assert "numpy" not in installed and "tensorflow" not in installed  # the base's, never replaced
+
+
+def test_the_stacks_agree_across_the_image_files() -> None:
+    dockerfile = (IMAGE / "Dockerfile").read_text()
+    assert set(check_wheels.BASE) == set(STACKS)
+    for stack in STACKS:
+        assert (IMAGE / f"requirements-{stack}.txt").is_file()
+        assert f"STACK={stack}" in dockerfile
+    assert '--no-deps -r "/tmp/csgm-requirements/requirements-${STACK}.txt"' in dockerfile
+    assert 'check_base.py "${STACK}"' in dockerfile
+
+
+@pytest.mark.parametrize("stack, python, tensorflow, fits", [
+    ("tf1.15", (3, 7), "1.15.5", True),
+    ("tf1.15", (3, 7), "2.6.5", False),
+    ("tf2.6.5", (3, 7), "2.6.5", True),
+    ("tf2.6.5", (3, 9), "2.6.5", True),
+    ("tf2.6.5", (3, 7), "1.15.0", False),
+    ("tf2.6.5", (3, 7), "2.16.1", False),   # the TF2 adapter is built for 2.6.5
+    ("tf2.6.5", (3, 6), "2.6.5", False),
+    ("tf2.6.5", (3, 7), None, False),
+    ("tf3", (3, 7), "2.6.5", False),
+])
+def test_the_base_check_of_the_image_build(stack: str, python, tensorflow, fits: bool) -> None:
+    found = check_base.problem(stack, python, tensorflow)
+    assert (found is None) == fits, found

@@ -252,3 +252,24 @@ def test_ascend_operator_render_is_rank_table_free(tmp_path: Path, capsys: pytes
     assert job["spec"]["replicaSpecs"]["Worker"]["replicas"] == 1
     assert cli.main(["render", str(SPEC), "--operator", "ascend", "--target", "gpu", "--out", str(tmp_path)]) == 2
     assert cli.main(["validate", str(tmp_path)]) == 0
+
+
+@pytest.mark.parametrize("adapter, image", [("auto", "csgm:0.1.0-tf2.6.5"), ("npu_device", "csgm:0.1.0-tf2.6.5"),
+                                            ("npu_bridge", "csgm:0.1.0-tf1.15")])
+def test_the_image_is_the_one_of_the_spec_stack(tmp_path: Path, adapter: str, image: str,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(r, "VERSION", "0.1.0")
+    for operator in r.OPERATORS:
+        out = tmp_path / operator
+        assert cli.main(["render", str(SPEC), "--set", f"npu.adapter={adapter}", "--operator", operator,
+                         "--out", str(out)]) == 0
+        assert f"image: {image}\n" in (out / job_file(out)).read_text()
+    # An image named on the command line is taken as it is, with or without a stack in its tag.
+    options = r.RenderOptions(image="registry.example.com/csgm:mine")
+    assert "image: registry.example.com/csgm:mine\n" in r.render(load_spec(SPEC), options)["20-volcanojob.yaml"]
+    assert ":latest" not in (REPO / "k8s/20-volcanojob.yaml").read_text()
+
+
+def job_file(out: Path) -> str:
+    (name,) = [p.name for p in out.glob("20-*.yaml")]
+    return name
