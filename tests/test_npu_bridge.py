@@ -89,6 +89,13 @@ def _unit_rows(run_dir: Path) -> Dict[str, list]:
     return {p.name: json.loads(p.read_text())["rows"] for p in (run_dir / "recovery" / "units").glob("*.json")}
 
 
+# Enough units for the comparison (3 methods x 2 m), few enough for a test: 2 images, 2 restarts,
+# 300 steps (Sparse-Gen moves z and nu from the first step when there are at most 800).
+RECOVERY = ("--set", "recovery.methods=[vae,vae_reg,sparse_gen]", "--set", "recovery.measurement=[gaussian]",
+            "--set", "recovery.m=[25,100]", "--set", "recovery.restarts=2", "--set", "recovery.images=2",
+            "--set", "recovery.iters=300")
+
+
 def _recover_on_tf2(source: Path, target: Path) -> Path:
     """The TF2 CPU path recovers with ``source``'s generator (the trained folders copied)."""
     target.mkdir()
@@ -99,8 +106,8 @@ def _recover_on_tf2(source: Path, target: Path) -> Path:
             (target / name).write_bytes((source / name).read_bytes())
     job = json.loads((source / ".csgm-run").read_text())["job"]  # the folder is that job's
     result = run_launcher("configs/mnist_1p.yaml", *sets(**dict(SMALL, stages="[recover]", output_dir=target, name=job,
-                                                                recovery__images=2, recovery__precision="fp32")),
-                          "--set", "recovery.methods=[vae,vae_reg,sparse_gen]", timeout=400)
+                                                                recovery__precision="fp32")),
+                          *RECOVERY, timeout=400)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return target
 
@@ -124,9 +131,7 @@ def _assert_same_rows(a: Dict[str, list], b: Dict[str, list]) -> None:
 
 def test_one_checkpoint_format_across_stacks(tmp_path: Path) -> None:
     """Graph-trained generator -> TF2 recovery gives the graph path's rows, and the reverse."""
-    methods = ("--set", "recovery.methods=[vae,vae_reg,sparse_gen]", "--set", "stages=[train,recover]",
-               "--set", "recovery.images=2")
-    graph_out, _ = _run(tmp_path, "graph", [0], 32, "fp32", *methods)
+    graph_out, _ = _run(tmp_path, "graph", [0], 32, "fp32", *RECOVERY, "--set", "stages=[train,recover]")
     _assert_same_rows(_unit_rows(graph_out), _unit_rows(_recover_on_tf2(graph_out, tmp_path / "tf2")))
 
     tf2_out = tmp_path / "tf2-trained"
@@ -138,8 +143,7 @@ def test_one_checkpoint_format_across_stacks(tmp_path: Path) -> None:
     recovered.mkdir()
     subprocess.run(["cp", "-r", str(tf2_out / "checkpoints"), str(tf2_out / "best"), str(tf2_out / ".csgm-run"),
                     str(recovered)], check=True)
-    graph_rec, logs = _run(tmp_path, "graph-recovers", [0], 32, "fp32", *methods[:2], "--set", "stages=[recover]",
-                           "--set", "recovery.images=2")
+    graph_rec, logs = _run(tmp_path, "graph-recovers", [0], 32, "fp32", *RECOVERY, "--set", "stages=[recover]")
     assert "EMULATED NPU (npu_bridge)" in logs
     _assert_same_rows(_unit_rows(graph_rec), _unit_rows(_recover_on_tf2(tf2_out, tmp_path / "tf2-recovers")))
 
