@@ -85,6 +85,23 @@ def test_two_graph_ranks_equal_one_rank_through_injected_overflows(tmp_path: Pat
     assert max(relative_difference(two[k], one[k]) for k in two) < 1e-5
 
 
+def test_two_graph_ranks_recover_the_rows_one_rank_recovers(tmp_path: Path) -> None:
+    """End to end on the graph path (train, recover, report), then the same generator recovered by 2
+    ranks, each its own share of the units: the rows equal the 1-rank run's."""
+    short = RECOVERY[:-2] + ("--set", "recovery.iters=100")
+    one, _ = _run(tmp_path, "one", [0], 32, "mixed", *short, "--set", "stages=[train,recover]")
+    assert "# CSGM report" in (one / "report.md").read_text()
+    two = tmp_path / "two"
+    two.mkdir()
+    subprocess.run(["cp", "-r", str(one / "checkpoints"), str(one / "best"), str(one / ".csgm-run"), str(two)],
+                   check=True)
+    two, logs = _run(tmp_path, "two", [0, 1], 32, "mixed", *short, "--set", "stages=[recover]",
+                     "--set", f"name={json.loads((one / '.csgm-run').read_text())['job']}")
+    assert "rank 1 of 2" in logs
+    rows_one, rows_two = _unit_rows(one), _unit_rows(two)
+    assert len(rows_one) == 6 and rows_two == rows_one
+
+
 def _unit_rows(run_dir: Path) -> Dict[str, list]:
     return {p.name: json.loads(p.read_text())["rows"] for p in (run_dir / "recovery" / "units").glob("*.json")}
 
