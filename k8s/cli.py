@@ -116,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "delete":
             cmd.add_argument("--purge", action="store_true",
                              help="also delete the claims <job>-output and <job>-data, with their data")
+            cmd.add_argument("--ignore-not-found", action="store_true",
+                             help="exit 0 when the job does not exist (as kubectl delete --ignore-not-found)")
         if name == "logs":
             cmd.add_argument("--rank", type=int, required=True, metavar="R", help="global rank to show")
             cmd.add_argument("-f", "--follow", action="store_true",
@@ -220,7 +222,7 @@ def run_cluster(args: argparse.Namespace) -> int:
             phase, code = k.wait(args.job, args.timeout)
             return code
         else:
-            k.delete(args.job, args.purge)
+            k.delete(args.job, args.purge, ignore_not_found=args.ignore_not_found)
         return EXIT_OK
     except c.ClusterError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
@@ -21,6 +20,7 @@ from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 
 import rank_table
+from job.spec import DNS_LABEL
 from k8s import render as r
 
 GROUP, VERSION, PLURAL = "batch.volcano.sh", "v1alpha1", "jobs"
@@ -269,10 +269,14 @@ class Cluster:
                 phase = ((job.get("status") or {}).get("state") or {}).get("phase", phase)
         return phase, FINAL_PHASES[phase]
 
-    def delete(self, name: str, purge: bool = False, report: Callable[[str], None] = print) -> None:
+    def delete(self, name: str, purge: bool = False, report: Callable[[str], None] = print,
+               ignore_not_found: bool = False) -> None:
+        """Delete what is there; a missing Volcano job is an error after that (exit 1), as kubectl
+        delete's NotFound, unless ``ignore_not_found``."""
         body = client.V1DeleteOptions(propagation_policy="Background")
+        job = f"job/{name}"
         steps: List[Tuple[str, Callable[[], Any]]] = [
-            (f"job/{name}", lambda: self.custom.delete_namespaced_custom_object(
+            (job, lambda: self.custom.delete_namespaced_custom_object(
                 GROUP, VERSION, self.namespace, PLURAL, name, body=body)),
         ]
         for cm in (r.RINGS_PREFIX + name, f"{name}-spec"):
@@ -281,6 +285,7 @@ class Cluster:
             for claim in (f"{name}-data", f"{name}-output"):
                 steps.append((f"persistentvolumeclaim/{claim}", lambda c=claim:
                               self.core.delete_namespaced_persistent_volume_claim(c, self.namespace)))
+        missing = []
         for what, call in steps:
             try:
                 call()
@@ -288,7 +293,12 @@ class Cluster:
             except ApiException as e:
                 if e.status != 404:
                     raise explain(e, f"delete {what}") from None
-        if not purge:
+                missing.append(what)
+        if job in missing and not ignore_not_found:
+            raise ClusterError(f"Volcano job {self.namespace}/{name} not found (NotFound); "
+                               f"{len(steps) - len(missing)} other object(s) deleted. Check the name and "
+                               "--namespace, or pass --ignore-not-found to exit 0", code=1)
+        if not purge and job not in missing:
             report(f"claims {name}-output (and {name}-data) kept: delete --purge removes them")
 
 
@@ -326,9 +336,7 @@ def _pod_namespace() -> Optional[str]:
         return None
 
 
-_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-
-
 def check_name(name: str) -> None:
-    if not _NAME.match(name) or len(name) > 63:
+    # fullmatch: with re.match, "$" also matches before a trailing newline ("mnist-8p\n" passed)
+    if not DNS_LABEL.fullmatch(name):
         raise ClusterError(f"job name {name!r} is not a DNS-1123 label (the spec's name: field)", code=2)
