@@ -64,6 +64,9 @@ def _render_flags(render: argparse.ArgumentParser, namespace: bool = True) -> No
     render.add_argument("--restarts", type=int, default=r.RESTARTS, metavar="N",
                         help=f"whole-job restarts after a failed or evicted pod; maxRetry is N + 1 since "
                              f"Volcano counts the first run (default: {r.RESTARTS})")
+    render.add_argument("--network-policy", action="store_true",
+                        help="add a NetworkPolicy that admits to the job's pods only the job's own pods "
+                             "(the collectives are unauthenticated; docs/security.md)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -134,7 +137,7 @@ def render_options(args: argparse.Namespace) -> r.RenderOptions:
     return r.RenderOptions(nodes=args.nodes, image=args.image, namespace=getattr(args, "namespace", None),
                            storage_class=args.storage_class, host_arch=args.host_arch, target=args.target,
                            pull_policy=args.pull_policy, queue=args.queue, priority_class=args.priority_class,
-                           restarts=args.restarts, operator=args.operator)
+                           restarts=args.restarts, operator=args.operator, network_policy=args.network_policy)
 
 
 def run_render(args: argparse.Namespace) -> int:

@@ -65,6 +65,10 @@ class Cluster:
     def custom(self) -> client.CustomObjectsApi:
         return client.CustomObjectsApi(self.api)
 
+    @property
+    def networking(self) -> client.NetworkingV1Api:
+        return client.NetworkingV1Api(self.api)
+
     # -----------------------------------------------------------------------------------------
     # submit
 
@@ -82,11 +86,12 @@ class Cluster:
                report: Callable[[str], None] = print) -> None:
         """Create the objects of one render, in the order the controllers need: claims (kept if they
         exist: they hold data), ConfigMaps (the rings-config one reset to initializing: the
-        controller finds it by name when the job starts), then the Volcano Job."""
+        controller finds it by name when the job starts), the NetworkPolicy (replaced if it exists),
+        then the Volcano Job."""
         self.check_volcano()
         extra = {"dry_run": "All"} if dry_run else {}
         suffix = " (server dry run)" if dry_run else ""
-        order = {"PersistentVolumeClaim": 0, "ConfigMap": 1, "Job": 2}
+        order = {"PersistentVolumeClaim": 0, "ConfigMap": 1, "NetworkPolicy": 2, "Job": 3}
         for obj in sorted(objects, key=lambda o: order[o["kind"]]):
             kind, name = obj["kind"], obj["metadata"]["name"]
             obj = dict(obj, metadata=dict(obj["metadata"], namespace=self.namespace))
@@ -95,6 +100,8 @@ class Cluster:
                     self.core.create_namespaced_persistent_volume_claim(self.namespace, obj, **extra)
                 elif kind == "ConfigMap":
                     self.core.create_namespaced_config_map(self.namespace, obj, **extra)
+                elif kind == "NetworkPolicy":
+                    self.networking.create_namespaced_network_policy(self.namespace, obj, **extra)
                 else:
                     self.custom.create_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, obj,
                                                                 **extra)
@@ -110,6 +117,12 @@ class Cluster:
                     except ApiException as e2:
                         raise explain(e2, f"replace ConfigMap {self.namespace}/{name}") from None
                     report(f"configmap/{name} replaced{suffix}")
+                elif kind == "NetworkPolicy":
+                    try:
+                        self.networking.replace_namespaced_network_policy(name, self.namespace, obj, **extra)
+                    except ApiException as e2:
+                        raise explain(e2, f"replace NetworkPolicy {self.namespace}/{name}") from None
+                    report(f"networkpolicy/{name} replaced{suffix}")
                 else:
                     raise ClusterError(f"Volcano job {self.namespace}/{name} already exists. Delete it first "
                                        f"(python -m k8s delete {name}), or rename the job (name: in the spec)"
@@ -281,6 +294,9 @@ class Cluster:
         ]
         for cm in (r.RINGS_PREFIX + name, f"{name}-spec"):
             steps.append((f"configmap/{cm}", lambda cm=cm: self.core.delete_namespaced_config_map(cm, self.namespace)))
+        policy = name + r.NETWORK_POLICY_SUFFIX  # rendered with --network-policy only: often absent
+        steps.append((f"networkpolicy/{policy}", lambda: self.networking.delete_namespaced_network_policy(
+            policy, self.namespace)))
         if purge:
             for claim in (f"{name}-data", f"{name}-output"):
                 steps.append((f"persistentvolumeclaim/{claim}", lambda c=claim:

@@ -216,6 +216,19 @@ def test_delete_keeps_claims_unless_purged(api: Api, capsys: pytest.CaptureFixtu
     assert "forbidden" in capsys.readouterr().err
 
 
+def test_submit_and_delete_the_network_policy(api: Api, capsys: pytest.CaptureFixture[str]) -> None:
+    assert k8s(api, "submit", SPEC, "--network-policy") == 0
+    assert f"networkpolicy/{JOB}-peers created" in capsys.readouterr().out
+    policy = api[0].get("networkpolicies", NS, f"{JOB}-peers")
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    verbs = api[0].verbs()
+    assert verbs.index(next(v for v in verbs if "networkpolicies" in v)) < verbs.index(
+        next(v for v in verbs if v.startswith("POST") and "/jobs" in v))  # guarded before the pods start
+    assert k8s(api, "delete", JOB) == 0
+    assert f"networkpolicy/{JOB}-peers deleted" in capsys.readouterr().out
+    assert api[0].get("networkpolicies", NS, f"{JOB}-peers") is None
+
+
 def test_delete_of_a_missing_job_exits_1_unless_told_to_ignore_it(api: Api, capsys: pytest.CaptureFixture[str]) -> None:
     submitted(api[0], namespace="other")
     assert k8s(api, "delete", JOB) == 1  # the right job in the wrong namespace
