@@ -48,8 +48,8 @@ from typing import (
 
 from common.files import atomic_write_json
 
-from .netns import join as join_namespaces
 from .logs import Console, LogPump, first_free_attempt, rank_log_name
+from .netns import join as join_namespaces
 
 _PUMP_JOIN_S = 2.0  # wait for a worker's output to drain once its group is dead
 _STOP_POLL_S = 0.02  # how often stop() checks whether the workers have exited
