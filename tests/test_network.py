@@ -157,3 +157,54 @@ def test_rendezvous_answers_only_with_the_secret() -> None:
         assert call(f"{prefix}/global/k") == 200
     finally:
         server.close()
+
+
+def test_rendezvous_secret_from_the_environment_or_made_for_a_one_launcher_job() -> None:
+    from launcher.errors import LaunchError
+    from launcher.horovod_rendezvous import SECRET_ENV, rendezvous_address, rendezvous_secret
+
+    made = rendezvous_secret({}, whole_job_here=True)
+    assert made and made != rendezvous_secret({}, whole_job_here=True)  # fresh each launch
+    assert rendezvous_secret({}, whole_job_here=False) is None  # several servers: only if given alike
+    assert rendezvous_secret({SECRET_ENV: "a" * 20}, whole_job_here=False) == "a" * 20
+    for bad in ("short", "has space in it here", "x/y" * 8):
+        with pytest.raises(LaunchError, match=SECRET_ENV):
+            rendezvous_secret({SECRET_ENV: bad}, whole_job_here=True)
+    assert rendezvous_address("10.0.0.1", 29500, None) == "10.0.0.1"
+    assert rendezvous_address("10.0.0.1", 29500, "s" * 16) == "10.0.0.1:29500/" + "s" * 16
+
+
+@pytest.mark.parametrize("sets_, command, wanted", [
+    (dict(backend="tf"), (), True),
+    (dict(backend="tf"), ("python3", "mine.py"), False),  # a program of the user's may need the network
+    (dict(backend="horovod"), (), False),  # its rendezvous is in the launcher, outside any namespace
+    (dict(backend="tf", devices__type="gpu"), (), False),
+])
+def test_private_network_only_for_the_loopback_cpu_tf_job(sets_: Dict[str, str], command: Tuple[str, ...],
+                                                          wanted: bool) -> None:
+    import rank_table
+    from job.spec import load_spec
+    from launcher.multi import network_plan, private_network_wanted
+
+    overrides = [f"{k.replace('__', '.')}={v}" for k, v in dict(sets_, devices__count=2).items()]
+    spec = load_spec(Path(__file__).resolve().parents[1] / "configs/smoke.yaml", overrides)
+    assert private_network_wanted(spec, rank_table.local_table(2), command) is wanted
+    assert private_network_wanted(spec, rank_table.local_table(2, n_servers=2), command) is False  # 2 launchers
+    (line,) = network_plan(spec, rank_table.local_table(2), command, secret=None)
+    assert ("namespace of their own" in line) is wanted
+
+
+def test_dry_run_shows_where_things_listen_and_never_the_secret() -> None:
+    import subprocess
+    import sys
+
+    from launcher.horovod_rendezvous import SECRET_ENV
+    from tests.jobutil import REPO, job_env
+
+    env = job_env(**{SECRET_ENV: "not-to-be-printed-0123"})
+    result = subprocess.run([sys.executable, "-m", "launcher", "configs/cpu_2p_horovod.yaml", "--dry-run"],
+                            cwd=REPO, env=env, text=True, capture_output=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "# network: Horovod's rendezvous on 127.0.0.1:29500 (per-job secret)" in result.stdout
+    assert "HOROVOD_GLOO_RENDEZVOUS_ADDR=127.0.0.1:29500/SECRET" in result.stdout
+    assert "not-to-be-printed" not in result.stdout + result.stderr
