@@ -67,6 +67,9 @@ def _render_flags(render: argparse.ArgumentParser, namespace: bool = True) -> No
     render.add_argument("--restarts", type=int, default=r.RESTARTS, metavar="N",
                         help=f"whole-job restarts after a failed or evicted pod; maxRetry is N + 1 since "
                              f"Volcano counts the first run (default: {r.RESTARTS})")
+    render.add_argument("--network-policy", action="store_true",
+                        help="add a NetworkPolicy that admits to the job's pods only the job's own pods "
+                             "(the collectives are unauthenticated; docs/security.md)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -119,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "delete":
             cmd.add_argument("--purge", action="store_true",
                              help="also delete the claims <job>-output and <job>-data, with their data")
+            cmd.add_argument("--ignore-not-found", action="store_true",
+                             help="exit 0 when the job does not exist (as kubectl delete --ignore-not-found)")
         if name == "logs":
             cmd.add_argument("--rank", type=int, required=True, metavar="R", help="global rank to show")
             cmd.add_argument("-f", "--follow", action="store_true",
@@ -135,7 +140,7 @@ def render_options(args: argparse.Namespace) -> r.RenderOptions:
     return r.RenderOptions(nodes=args.nodes, image=args.image, namespace=getattr(args, "namespace", None),
                            storage_class=args.storage_class, host_arch=args.host_arch, target=args.target,
                            pull_policy=args.pull_policy, queue=args.queue, priority_class=args.priority_class,
-                           restarts=args.restarts, operator=args.operator)
+                           restarts=args.restarts, operator=args.operator, network_policy=args.network_policy)
 
 
 def run_render(args: argparse.Namespace) -> int:
@@ -223,7 +228,7 @@ def run_cluster(args: argparse.Namespace) -> int:
             phase, code = k.wait(args.job, args.timeout)
             return code
         else:
-            k.delete(args.job, args.purge)
+            k.delete(args.job, args.purge, ignore_not_found=args.ignore_not_found)
         return EXIT_OK
     except c.ClusterError as e:
         print(f"error: {e}", file=sys.stderr)

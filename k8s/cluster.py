@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
@@ -21,6 +20,7 @@ from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 
 import rank_table
+from job.spec import DNS_LABEL
 from k8s import render as r
 
 GROUP, VERSION, PLURAL = "batch.volcano.sh", "v1alpha1", "jobs"
@@ -65,6 +65,10 @@ class Cluster:
     def custom(self) -> client.CustomObjectsApi:
         return client.CustomObjectsApi(self.api)
 
+    @property
+    def networking(self) -> client.NetworkingV1Api:
+        return client.NetworkingV1Api(self.api)
+
     # -----------------------------------------------------------------------------------------
     # submit
 
@@ -82,11 +86,12 @@ class Cluster:
                report: Callable[[str], None] = print) -> None:
         """Create the objects of one render, in the order the controllers need: claims (kept if they
         exist: they hold data), ConfigMaps (the rings-config one reset to initializing: the
-        controller finds it by name when the job starts), then the Volcano Job."""
+        controller finds it by name when the job starts), the NetworkPolicy (replaced if it exists),
+        then the Volcano Job."""
         self.check_volcano()
         extra = {"dry_run": "All"} if dry_run else {}
         suffix = " (server dry run)" if dry_run else ""
-        order = {"PersistentVolumeClaim": 0, "ConfigMap": 1, "Job": 2}
+        order = {"PersistentVolumeClaim": 0, "ConfigMap": 1, "NetworkPolicy": 2, "Job": 3}
         for obj in sorted(objects, key=lambda o: order[o["kind"]]):
             kind, name = obj["kind"], obj["metadata"]["name"]
             obj = dict(obj, metadata=dict(obj["metadata"], namespace=self.namespace))
@@ -95,6 +100,8 @@ class Cluster:
                     self.core.create_namespaced_persistent_volume_claim(self.namespace, obj, **extra)
                 elif kind == "ConfigMap":
                     self.core.create_namespaced_config_map(self.namespace, obj, **extra)
+                elif kind == "NetworkPolicy":
+                    self.networking.create_namespaced_network_policy(self.namespace, obj, **extra)
                 else:
                     self.custom.create_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, obj,
                                                                 **extra)
@@ -110,6 +117,12 @@ class Cluster:
                     except ApiException as e2:
                         raise explain(e2, f"replace ConfigMap {self.namespace}/{name}") from None
                     report(f"configmap/{name} replaced{suffix}")
+                elif kind == "NetworkPolicy":
+                    try:
+                        self.networking.replace_namespaced_network_policy(name, self.namespace, obj, **extra)
+                    except ApiException as e2:
+                        raise explain(e2, f"replace NetworkPolicy {self.namespace}/{name}") from None
+                    report(f"networkpolicy/{name} replaced{suffix}")
                 else:
                     raise ClusterError(f"Volcano job {self.namespace}/{name} already exists. Delete it first "
                                        f"(python -m k8s delete {name}), or rename the job (name: in the spec)"
@@ -269,18 +282,26 @@ class Cluster:
                 phase = ((job.get("status") or {}).get("state") or {}).get("phase", phase)
         return phase, FINAL_PHASES[phase]
 
-    def delete(self, name: str, purge: bool = False, report: Callable[[str], None] = print) -> None:
+    def delete(self, name: str, purge: bool = False, report: Callable[[str], None] = print,
+               ignore_not_found: bool = False) -> None:
+        """Delete what is there; a missing Volcano job is an error after that (exit 1), as kubectl
+        delete's NotFound, unless ``ignore_not_found``."""
         body = client.V1DeleteOptions(propagation_policy="Background")
+        job = f"job/{name}"
         steps: List[Tuple[str, Callable[[], Any]]] = [
-            (f"job/{name}", lambda: self.custom.delete_namespaced_custom_object(
+            (job, lambda: self.custom.delete_namespaced_custom_object(
                 GROUP, VERSION, self.namespace, PLURAL, name, body=body)),
         ]
         for cm in (r.RINGS_PREFIX + name, f"{name}-spec"):
             steps.append((f"configmap/{cm}", lambda cm=cm: self.core.delete_namespaced_config_map(cm, self.namespace)))
+        policy = name + r.NETWORK_POLICY_SUFFIX  # rendered with --network-policy only: often absent
+        steps.append((f"networkpolicy/{policy}", lambda: self.networking.delete_namespaced_network_policy(
+            policy, self.namespace)))
         if purge:
             for claim in (f"{name}-data", f"{name}-output"):
                 steps.append((f"persistentvolumeclaim/{claim}", lambda c=claim:
                               self.core.delete_namespaced_persistent_volume_claim(c, self.namespace)))
+        missing = []
         for what, call in steps:
             try:
                 call()
@@ -288,7 +309,12 @@ class Cluster:
             except ApiException as e:
                 if e.status != 404:
                     raise explain(e, f"delete {what}") from None
-        if not purge:
+                missing.append(what)
+        if job in missing and not ignore_not_found:
+            raise ClusterError(f"Volcano job {self.namespace}/{name} not found (NotFound); "
+                               f"{len(steps) - len(missing)} other object(s) deleted. Check the name and "
+                               "--namespace, or pass --ignore-not-found to exit 0", code=1)
+        if not purge and job not in missing:
             report(f"claims {name}-output (and {name}-data) kept: delete --purge removes them")
 
 
@@ -326,9 +352,7 @@ def _pod_namespace() -> Optional[str]:
         return None
 
 
-_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-
-
 def check_name(name: str) -> None:
-    if not _NAME.match(name) or len(name) > 63:
+    # fullmatch: with re.match, "$" also matches before a trailing newline ("mnist-8p\n" passed)
+    if not DNS_LABEL.fullmatch(name):
         raise ClusterError(f"job name {name!r} is not a DNS-1123 label (the spec's name: field)", code=2)

@@ -25,9 +25,10 @@ Plans = Dict[Optional[str], Tuple[List[Slot], List[WorkerSpec]]]
 
 
 def dry_run(spec: JobSpec, layout: Layout, plans: Plans, base_env: Dict[str, str], as_json: bool,
-            elsewhere: Optional[str], data_here: bool) -> int:
+            elsewhere: Optional[str], data_here: bool, network: Sequence[str] = ()) -> int:
     """``elsewhere``: why this host is not one of the servers (then ``plans`` holds every server).
-    ``data_here``: this host found itself in the table, so the data must be here."""
+    ``data_here``: this host found itself in the table, so the data must be here. ``network``: what
+    listens where (launcher.multi.network_plan)."""
     warnings: List[str] = []
     try:
         data = check_data(spec.data)
@@ -41,6 +42,7 @@ def dry_run(spec: JobSpec, layout: Layout, plans: Plans, base_env: Dict[str, str
         plan.append(f"this host is not one of the rank table's servers ({elsewhere}); "
                     "showing the ranks of every server")
     plan.append(f"start: {layout.source}")
+    plan.extend(network)
     servers = [_server(slots[0].server_id if server is None else server, slots, workers, base_env)
                for server, (slots, workers) in plans.items()]
     for line in warnings:

@@ -46,9 +46,10 @@ def heartbeat_file(spec: JobSpec, rank: int) -> Path:
 
 def rank_env(slot: Slot, spec: JobSpec, base: Mapping[str, str], table: Optional[RankTable],
              rank_table_file: Optional[Path], spec_file: Path, job_id: str,
-             cm: Optional[CmCluster] = None) -> Dict[str, str]:
+             cm: Optional[CmCluster] = None, rendezvous_secret: Optional[str] = None) -> Dict[str, str]:
     """``table`` and ``rank_table_file``, or in the rank-table-free start ``cm`` (then the rank is
-    HCCL's to assign: the ranks get CM_*, and RANK_* stays unset)."""
+    HCCL's to assign: the ranks get CM_*, and RANK_* stays unset). ``rendezvous_secret``: backend
+    horovod's (launcher.horovod_rendezvous)."""
     env = {k: v for k, v in base.items() if k not in SCRUBBED and k not in horovod_rendezvous.IDENTITY_KEYS}
     if cm is not None:
         env.update(cm.environment())
@@ -69,7 +70,8 @@ def rank_env(slot: Slot, spec: JobSpec, base: Mapping[str, str], table: Optional
     })
     if spec.backend == "horovod" and table is not None:
         env.update(horovod_rendezvous.rank_env(table, slot.server_index, slot.local_rank, slot.rank,
-                                               spec.launch.port, spec.launch.collective_timeout_s))
+                                               spec.launch.port, spec.launch.collective_timeout_s,
+                                               rendezvous_secret))
     kind = spec.devices.type
     if kind == "npu":
         logical = str(logical_id(slot.device_id, base))  # DeviceMapError (a ValueError) if not visible

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import logging
 import os
@@ -26,6 +27,7 @@ from launcher.progress import ProgressBoard
 from launcher.stale import stale_check
 from launcher.slots import Layout, Slot, SlotError, assign_slots, cm_slots, identify_server, this_host_names
 from launcher.logs import attempt_root
+from launcher.netns import NamespaceError, PrivateNetwork, is_loopback
 from launcher.nodes import Nodes
 from launcher.nodes import rendezvous as nodes_rendezvous
 from launcher.supervise import LauncherInterrupted, WorkerSpec, format_summary, run
@@ -79,7 +81,7 @@ def worker_command(command: Sequence[str]) -> List[str]:
 
 
 def build_workers(spec: JobSpec, slots: Sequence[Slot], layout: Layout, command: Sequence[str],
-                  base_env: Dict[str, str]) -> List[WorkerSpec]:
+                  base_env: Dict[str, str], rendezvous_secret: Optional[str] = None) -> List[WorkerSpec]:
     spec_file = spec.run_dir / "spec.yaml"
     job_id = base_env.get("JOB_ID") or spec.name
     cmd = worker_command(command)
@@ -87,7 +89,7 @@ def build_workers(spec: JobSpec, slots: Sequence[Slot], layout: Layout, command:
     workers = []
     for s in slots:
         env = rank_environment.rank_env(s, spec, base_env, layout.table, layout.table_file, spec_file, job_id,
-                                        layout.cm)
+                                        layout.cm, rendezvous_secret)
         if command:  # programs written for torchrun find their peers as it tells them
             env.update(rank_environment.torchrun_env(s, layout.master, spec.launch.port))
         prefix = ascend.taskset_prefix(s.local_rank, s.local_world_size) if bind else []
@@ -106,7 +108,7 @@ def parse_console_ranks(text: Optional[str]) -> Optional[List[int]]:
 
 
 def _server_workers(spec: JobSpec, layout: Layout, server: Optional[str], command: Sequence[str],
-                    base_env: Dict[str, str]) -> Tuple[List[Slot], List[WorkerSpec]]:
+                    base_env: Dict[str, str], secret: Optional[str] = None) -> Tuple[List[Slot], List[WorkerSpec]]:
     try:
         if layout.cm is not None:
             slots = cm_slots(layout.cm, spec.devices.count, lambda i: physical_id(i, base_env))
@@ -118,7 +120,7 @@ def _server_workers(spec: JobSpec, layout: Layout, server: Optional[str], comman
     except DeviceMapError as e:
         raise LaunchError(str(e)) from None
     try:
-        return slots, build_workers(spec, slots, layout, command, base_env)
+        return slots, build_workers(spec, slots, layout, command, base_env, secret)
     except ValueError as e:  # e.g. backend horovod: no network interface carries the server id
         raise LaunchError(str(e)) from None
 
@@ -163,6 +165,31 @@ def table_layout(spec: JobSpec) -> Layout:
     return Layout(table, table_file)
 
 
+def private_network_wanted(spec: JobSpec, table: Optional[rank_table.RankTable], command: Sequence[str]) -> bool:
+    """TensorFlow's gRPC servers listen on every interface (launcher.netns): the job's own CPU ranks
+    of a loopback table, all under this launcher, get a network namespace of their own instead."""
+    return (spec.backend == "tf" and spec.devices.type == "cpu" and not command and table is not None
+            and len(table.servers) == 1 and all(is_loopback(s.server_id) for s in table.servers))
+
+
+def network_plan(spec: JobSpec, table: Optional[rank_table.RankTable], command: Sequence[str],
+                 secret: Optional[str]) -> List[str]:
+    """What listens where, for the plan (docs/security.md)."""
+    if table is None or table.world_size < 2:
+        return []
+    port = spec.launch.port
+    if spec.backend == "horovod":
+        guard = ("per-job secret" if secret is not None else
+                 f"UNAUTHENTICATED: set {horovod_rendezvous.SECRET_ENV} alike on every server")
+        return [f"network: Horovod's rendezvous on {table.servers[0].server_id}:{port} ({guard}); Gloo on "
+                "each server's address"]
+    if spec.backend == "tf":
+        where = ("in a network namespace of their own (loopback only) where the system allows one"
+                 if private_network_wanted(spec, table, command) else "on every interface of each server")
+        return [f"network: TensorFlow's gRPC servers, ports {port}..{port + table.world_size - 1}, {where}"]
+    return []
+
+
 def run_ranks(spec: JobSpec, args: argparse.Namespace, command: Sequence[str],
               cm: Optional[CmCluster] = None, nodes: Optional[Nodes] = None) -> int:
     table_path = spec.launch.rank_table
@@ -188,14 +215,20 @@ def run_ranks(spec: JobSpec, args: argparse.Namespace, command: Sequence[str],
             elsewhere_note = str(e)  # planning from another host: show every server
     check_backend(spec, layout.world_size, command)
     base_env = dict(os.environ)
+    secret = None
+    if spec.backend == "horovod" and table is not None:
+        secret = horovod_rendezvous.rendezvous_secret(base_env, whole_job_here=len(table.servers) == 1)
+    network = network_plan(spec, table, command, secret)
     if args.dry_run:
         from launcher.dry_run import dry_run
 
         servers = ([server] if server is not None or table is None else list(table.server_ids))
-        plans = {s: _server_workers(spec, layout, s, command, base_env) for s in servers}
+        shown = None if secret is None else "SECRET"  # never printed
+        plans = {s: _server_workers(spec, layout, s, command, base_env, shown) for s in servers}
         return dry_run(spec, layout, plans, base_env, args.json, elsewhere_note,
-                       data_here=(server is not None or table is None) and args.server_id is None)
-    slots, workers = _server_workers(spec, layout, server, command, base_env)
+                       data_here=(server is not None or table is None) and args.server_id is None,
+                       network=network)
+    slots, workers = _server_workers(spec, layout, server, command, base_env, secret)
     elsewhere = sorted(set(console_ranks or ()) - {s.rank for s in slots})
     if elsewhere:  # not an error: every server of a job usually gets the same command line
         log.warning("--console-ranks: rank(s) %s run on other servers; this server has ranks %s",
@@ -210,19 +243,27 @@ def run_ranks(spec: JobSpec, args: argparse.Namespace, command: Sequence[str],
         assert table_file is not None
         rank_table.write(table, table_file)
     atomic_write_text(spec.run_dir / "spec.yaml", spec_to_yaml(spec))
-    for line in describe_plan(spec):
+    for line in describe_plan(spec) + network:
         log.info("%s", line)
     log.info("server %s: starting ranks %s of %d (%s devices; %s); logs in %s", slots[0].server_id,
              ",".join(str(s.rank) for s in slots), layout.world_size, spec.devices.type, layout.source,
              spec.run_dir / "logs")
     board = ProgressBoard(emit=lambda line: log.info("%s", line))
     began, started = time.monotonic(), time.time()
-    rendezvous = None
+    rendezvous = private = None
     if spec.backend == "horovod" and table is not None and horovod_rendezvous.needs_rendezvous(slots):
         try:
-            rendezvous = horovod_rendezvous.Rendezvous(table, spec.launch.port)
+            rendezvous = horovod_rendezvous.Rendezvous(table, spec.launch.port, secret)
         except OSError as e:
             raise LaunchError(str(e)) from None
+    if private_network_wanted(spec, table, command):
+        try:
+            private = PrivateNetwork()
+        except NamespaceError as e:
+            log.warning("cannot give the ranks a network namespace of their own (%s): their gRPC ports "
+                        "listen on every interface of this host (docs/security.md)", e)
+        else:
+            workers = [dataclasses.replace(w, namespaces=tuple(private.paths)) for w in workers]
     try:
         result = run(workers, attempt_root(spec.run_dir / "logs", os.environ), max_restarts=max_restarts,
                      grace_s=spec.launch.grace_period_s, console_ranks=console_ranks,
@@ -237,6 +278,8 @@ def run_ranks(spec: JobSpec, args: argparse.Namespace, command: Sequence[str],
     finally:
         if rendezvous is not None:
             rendezvous.close()
+        if private is not None:
+            private.close()
     print(format_summary(result), file=sys.stdout if result.ok else sys.stderr)
     log.info("launcher: %s after %.0f s", "done" if result.ok else "failed", time.monotonic() - began)
     return 0 if result.ok else EXIT_FAILED

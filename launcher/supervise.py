@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import ctypes
+import functools
 import signal
 import subprocess
 import sys
@@ -48,6 +49,7 @@ from typing import (
 from common.files import atomic_write_json
 
 from .logs import Console, LogPump, first_free_attempt, rank_log_name
+from .netns import join as join_namespaces
 
 _PUMP_JOIN_S = 2.0  # wait for a worker's output to drain once its group is dead
 _STOP_POLL_S = 0.02  # how often stop() checks whether the workers have exited
@@ -69,6 +71,8 @@ class WorkerSpec:
     """A file the worker touches while it is alive (job.worker does, every second). With a stall
     timeout, a worker counts as stalled only when neither its output nor this file moved: a rank
     blocked in a collective waiting for a frozen peer keeps beating, the frozen one does not."""
+    namespaces: Tuple[str, ...] = ()
+    """Namespace files (/proc/PID/ns/...) the worker joins before exec (launcher.netns)."""
 
 
 @dataclass(frozen=True)
@@ -134,6 +138,12 @@ def _die_with_launcher() -> None:
         pass
 
 
+def _before_exec(namespaces: Tuple[str, ...]) -> None:
+    if namespaces:  # (imported at the top: importing after fork may deadlock on the import lock)
+        join_namespaces(namespaces)  # first: a credential change would clear the parent-death signal
+    _die_with_launcher()
+
+
 class _Worker:
     """One running worker (leader of its own process group) and the thread pumping its output."""
 
@@ -154,7 +164,7 @@ class _Worker:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 bufsize=0,
-                preexec_fn=_die_with_launcher,
+                preexec_fn=functools.partial(_before_exec, tuple(spec.namespaces)),
             )
         except BaseException:
             log.close()

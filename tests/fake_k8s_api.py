@@ -1,5 +1,5 @@
-"""An emulation of the Kubernetes API server (core v1 and Volcano's batch.volcano.sh/v1alpha1 jobs) on
-127.0.0.1, for tests of the real ``kubernetes`` client over HTTP.
+"""An emulation of the Kubernetes API server (core v1, Volcano's batch.volcano.sh/v1alpha1 jobs and
+networking.k8s.io/v1 network policies) on 127.0.0.1, for tests of the real ``kubernetes`` client over HTTP.
 
 It serves the response shapes of the real API server (kubernetes/kubernetes staging/src/k8s.io/apimachinery:
 ``metav1.Status`` for errors with ``reason`` AlreadyExists / NotFound / Forbidden and ``code``, ``<Kind>List``
@@ -22,8 +22,9 @@ from urllib.parse import parse_qs, urlparse
 
 CORE = "/api/v1"
 VOLCANO = "/apis/batch.volcano.sh/v1alpha1"
+NETWORKING = "/apis/networking.k8s.io/v1"
 KINDS = {"configmaps": "ConfigMap", "persistentvolumeclaims": "PersistentVolumeClaim", "pods": "Pod",
-         "jobs": "Job"}
+         "jobs": "Job", "networkpolicies": "NetworkPolicy"}
 
 
 def status(code: int, reason: str, message: str, name: str = "", kind: str = "") -> Dict[str, Any]:
@@ -102,7 +103,7 @@ class FakeApiServer:
                 url = urlparse(self.path)
                 query = parse_qs(url.query)
                 api.requests.append((self.command, url.path, query))
-                for prefix in (CORE, VOLCANO):
+                for prefix in (CORE, VOLCANO, NETWORKING):
                     if url.path.startswith(prefix + "/namespaces/"):
                         if prefix == VOLCANO and not api.volcano_installed:
                             self._send(404, status(404, "NotFound", "the server could not find the requested "

@@ -208,11 +208,43 @@ def test_delete_keeps_claims_unless_purged(api: Api, capsys: pytest.CaptureFixtu
     submitted(api[0])
     assert k8s(api, "delete", JOB) == 0
     assert sorted(k[0] for k in server.objects) == ["persistentvolumeclaims", "persistentvolumeclaims"]
-    assert k8s(api, "delete", JOB, "--purge") == 0  # the job is gone already: 404s are fine
-    assert server.objects == {}
+    assert k8s(api, "delete", JOB, "--purge") == 1  # the job is gone already: NotFound, as kubectl...
+    assert server.objects == {}                            # ...but what was left is deleted
+    assert f"error: Volcano job ml/{JOB} not found (NotFound); 2 other object(s) deleted" in capsys.readouterr().err
     server.forbidden.add(("DELETE", "jobs"))
     assert k8s(api, "delete", JOB) == 1
     assert "forbidden" in capsys.readouterr().err
+
+
+def test_submit_and_delete_the_network_policy(api: Api, capsys: pytest.CaptureFixture[str]) -> None:
+    assert k8s(api, "submit", SPEC, "--network-policy") == 0
+    assert f"networkpolicy/{JOB}-peers created" in capsys.readouterr().out
+    policy = api[0].get("networkpolicies", NS, f"{JOB}-peers")
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    verbs = api[0].verbs()
+    assert verbs.index(next(v for v in verbs if "networkpolicies" in v)) < verbs.index(
+        next(v for v in verbs if v.startswith("POST") and "/jobs" in v))  # guarded before the pods start
+    assert k8s(api, "delete", JOB) == 0
+    assert f"networkpolicy/{JOB}-peers deleted" in capsys.readouterr().out
+    assert api[0].get("networkpolicies", NS, f"{JOB}-peers") is None
+
+
+def test_delete_of_a_missing_job_exits_1_unless_told_to_ignore_it(api: Api, capsys: pytest.CaptureFixture[str]) -> None:
+    submitted(api[0], namespace="other")
+    assert k8s(api, "delete", JOB) == 1  # the right job in the wrong namespace
+    err = capsys.readouterr().err
+    assert f"error: Volcano job ml/{JOB} not found (NotFound); 0 other object(s) deleted" in err
+    assert "--ignore-not-found" in err
+    assert k8s(api, "delete", "no-such-job", "--ignore-not-found") == 0
+    assert "kept" not in capsys.readouterr().out  # nothing was there to keep
+    assert len(api[0].objects) == 5  # namespace other untouched
+
+
+def test_job_names_with_a_trailing_newline_are_refused(api: Api, capsys: pytest.CaptureFixture[str]) -> None:
+    for command in ("status", "delete", "wait"):
+        assert k8s(api, command, f"{JOB}\n") == 2
+        assert "is not a DNS-1123 label" in capsys.readouterr().err
+    assert api[0].verbs() == []  # refused before any request
 
 
 def test_logs_of_a_gpu_rank_come_from_the_pod_of_its_task_index(api: Api, tmp_path: Path,

@@ -113,7 +113,8 @@ def test_volcano_job_runs_one_pod_per_node_with_all_its_npus() -> None:
     (c,) = pod["containers"]
     assert c["resources"]["requests"][r.NPU_RESOURCE] == c["resources"]["limits"][r.NPU_RESOURCE] == 8
     assert {"cpu", "memory"} <= set(c["resources"]["requests"])
-    assert c["securityContext"] == {"privileged": False, "allowPrivilegeEscalation": False}
+    assert c["securityContext"] == {"privileged": False, "allowPrivilegeEscalation": False,
+                                    "capabilities": {"drop": ["ALL"]}}
     # CANN's environment first (k8s/image/entrypoint.sh), then the launcher.
     assert c["command"] == ["/bin/bash", "/opt/csgm/k8s/image/entrypoint.sh", "python3", "-m", "launcher",
                             r.SPEC_FILE]
@@ -230,6 +231,72 @@ def test_set_overrides_the_spec_and_names_itself(tmp_path: Path, capsys: pytest.
     assert cli.main(["render", str(SPEC), "--set", "train.epoch=3", "--out", str(out)]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("error: --set: train.epoch: unknown key. Did you mean 'train.epochs'?")
+
+
+GPU_SPEC = "name: g\nbackend: horovod\ndevices: {type: gpu, count: 2}\n"
+
+
+def _pods(objs: Dict[str, Dict[str, Any]]) -> List[Dict[str, Any]]:
+    pods = []
+    for o in objs.values():
+        if o["kind"] == "Job":
+            pods += [t["template"] for t in o["spec"]["tasks"]]
+        elif o["kind"] == "AscendJob":
+            pods += [rs["template"] for rs in o["spec"]["replicaSpecs"].values()]
+    return pods
+
+
+@pytest.mark.parametrize("text, options", [
+    (NPU_SPEC, r.RenderOptions(nodes=2)),
+    (NPU_SPEC, r.RenderOptions(nodes=2, operator="ascend")),
+    (GPU_SPEC, r.RenderOptions(nodes=2, target="gpu")),
+])
+def test_pods_drop_every_capability_and_use_the_default_seccomp_profile(
+        tmp_path: Path, text: str, options: r.RenderOptions) -> None:
+    pods = _pods(objects(rendered(options, write_spec(tmp_path, text))))
+    assert pods
+    for template in pods:
+        pod = template["spec"]
+        security = pod["securityContext"]
+        assert security["seccompProfile"] == {"type": "RuntimeDefault"}
+        (c,) = pod["containers"]
+        assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+        assert c["securityContext"]["allowPrivilegeEscalation"] is False
+        if options.target == "gpu":  # non-root; fsGroup lets that user write the output claim
+            assert security["runAsNonRoot"] is True and security["runAsUser"] == security["fsGroup"] == 1000
+            assert {"name": "HOME", "value": "/tmp"} in c["env"]
+        else:  # CANN's root, without capabilities: the NPUs through HwHiAiUser's group (docs/security.md)
+            assert "runAsNonRoot" not in security and security["supplementalGroups"] == [r.HWHIAIUSER_ID]
+
+
+def test_default_image_is_the_project_version_not_a_mutable_tag() -> None:
+    from common.version import VERSION
+
+    assert r.default_image(load_spec(SPEC), "ascend") == f"csgm:{VERSION}-tf2.6.5"
+    assert not any(c["image"].endswith(":latest") for t in _pods(objects(rendered()))
+                   for c in t["spec"]["containers"])
+
+
+@pytest.mark.parametrize("text, options", [
+    (NPU_SPEC, r.RenderOptions(nodes=2, network_policy=True)),
+    (NPU_SPEC, r.RenderOptions(nodes=2, operator="ascend", network_policy=True)),
+    (GPU_SPEC, r.RenderOptions(nodes=2, target="gpu", network_policy=True)),
+])
+def test_network_policy_admits_only_the_jobs_own_pods(tmp_path: Path, text: str, options: r.RenderOptions) -> None:
+    files = r.render_file(write_spec(tmp_path, text), options)
+    assert [p for name, f in files.items() for p in v.check_text(f, name)] == []
+    objs = objects({name: [d for d in yaml.safe_load_all(f) if d] for name, f in files.items()})
+    policy = objs[f"NetworkPolicy/{text.split()[1]}{r.NETWORK_POLICY_SUFFIX}"]["spec"]
+    assert policy["policyTypes"] == ["Ingress"]
+    (rule,) = policy["ingress"]
+    (peer,) = rule["from"]
+    assert "ports" not in rule and set(peer) == {"podSelector"}  # any port, but from these pods only
+    for template in _pods(objs):  # both selectors pick every pod of the job
+        labels = template["metadata"]["labels"]
+        for selector in (policy["podSelector"], peer["podSelector"]):
+            assert selector["matchLabels"].items() <= labels.items()
+    assert "--network-policy" in next(iter(files.values())).splitlines()[0]  # the header renders it again
+    assert not any(o["kind"] == "NetworkPolicy" for o in objects(rendered()).values())  # optional
 
 
 def test_gpu_example_spec_renders_for_the_gpu_target(tmp_path: Path) -> None:

@@ -1,8 +1,11 @@
 """TensorFlow's own multi-worker collectives (MultiWorkerMirroredStrategy), one replica per rank.
 
 The cluster comes from the rank table: rank r listens on its server's address at ``port + r``.
-TensorFlow's gRPC server binds the port on every interface, so ports must differ across the whole
-job for several loopback "servers" on one machine to work; unique global ports cost nothing.
+TensorFlow's gRPC server binds the port on every interface whatever address TF_CONFIG gives (its
+``GrpcServer::Init`` listens on "0.0.0.0:port"; no ServerDef field or cluster resolver changes that,
+see launcher.netns), so ports must differ across the whole job for several loopback "servers" on
+one machine to work; unique global ports cost nothing. A loopback CPU job's ranks run in a network
+namespace of their own (launcher.netns).
 On CPU the collectives run as a ring over gRPC; on GPU with NCCL.
 """
 
