@@ -183,6 +183,12 @@ def run_single(spec: JobSpec, args: argparse.Namespace) -> int:
         print(f"warning: {line}", file=sys.stderr)
     if args.dry_run:
         return dry_run_single(spec, args.json, warnings, args.source)
+    from csgm.data import DataError
+
+    try:  # the checks the run makes once it has read the data, before TensorFlow is even imported
+        check_sizes(spec, args.source, 1)
+    except DataError as e:
+        raise LaunchError(str(e)) from None
     if spec.backend != "local":
         log.info("single-card mode: one rank, so backend %s is not needed; running locally", spec.backend)
     for line in describe_plan(spec):
@@ -200,7 +206,6 @@ def run_single(spec: JobSpec, args: argparse.Namespace) -> int:
     stop, started = StopRequest().install(), time.time()
 
     def run() -> None:
-        check_sizes(spec, args.source, 1)  # before the run writes anything
         claim_output_dir(spec)
         atomic_write_text(spec.run_dir / "spec.yaml", spec_to_yaml(spec))
         run_stages(spec, stop=stop, source=args.source)
