@@ -356,3 +356,16 @@ def test_dry_runs_do_not_import_tensorflow(argv: Sequence[str]) -> None:
     result = subprocess.run([sys.executable, "-c", code, *argv], cwd=REPO, capture_output=True, text=True,
                             env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=60)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+# --- what the bounded loader still reads ------------------------------------------------------------
+
+def test_the_loader_keeps_merge_keys_and_refuses_python_tags() -> None:
+    from common.inputs import InputError, loads_yaml
+
+    assert loads_yaml("base: &b {x: 1, y: 2}\nc:\n  <<: *b\n  y: 3\n", "s") == {"base": {"x": 1, "y": 2},
+                                                                               "c": {"x": 1, "y": 3}}
+    assert loads_yaml("a: [0, 10, -3, 1.5e-3, true, null, '010']", "s") == {"a": [0, 10, -3, 1.5e-3, True, None, "010"]}
+    for text in ("c: {x: 1, x: 2}", "a: !!python/object/apply:os.system ['true']"):
+        with pytest.raises(InputError):
+            loads_yaml(text, "s")
