@@ -11,6 +11,21 @@ from typing import Any, Union
 PathLike = Union[str, "os.PathLike[str]"]
 
 
+def _umask() -> int:
+    """The process umask. POSIX can only read it by setting it, so set it back at once (a thread
+    creating a file in between would get 0o022; Linux >= 4.7 shows it in /proc/self/status)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: PathLike, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -20,7 +35,7 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs are meant to be read by others
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the mode open() would
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 from typing import Any, Dict
 
+from common import inputs
 from common.files import PathLike, atomic_write_json
 
 DIGEST_KEY = "sha256"
@@ -68,10 +68,11 @@ def write_sealed_json(path: PathLike, record: Dict[str, Any]) -> None:
 
 def read_sealed_json(path: PathLike) -> Dict[str, Any]:
     """A sealed record's content. OSError if it cannot be read (FileNotFoundError: absent);
-    RecordError, starting with the path, if it is not valid JSON or not intact."""
-    text = Path(path).read_text(encoding="utf-8", errors="replace")
+    RecordError, starting with the path, if it is not a regular file of at most RECORD_BYTES of
+    strict JSON (common.inputs), or not intact."""
     try:
-        return unseal(json.loads(text))
-    except (ValueError, RecursionError) as e:  # JSONDecodeError and RecordError are ValueErrors
-        problem = e if isinstance(e, RecordError) else f"not valid JSON ({type(e).__name__}: {str(e)[:100]})"
-        raise RecordError(f"{path}: {problem}") from None
+        return unseal(inputs.read_json(path, inputs.RECORD_BYTES, "record"))
+    except inputs.InputError as e:
+        raise RecordError(f"{path}: {e.problem}") from None
+    except RecordError as e:
+        raise RecordError(f"{path}: {e}") from None

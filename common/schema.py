@@ -13,6 +13,8 @@ import math
 import typing
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type, TypeVar
 
+from common.inputs import shown
+
 T = TypeVar("T")
 
 
@@ -66,7 +68,7 @@ def _scalar(value: Any, tp: Any, source: str, path: str) -> Any:
         except ValueError:
             pass
     if tp is float and isinstance(value, float) and not math.isfinite(value):
-        raise SpecError(source, path, f"must be a finite number, got {value!r}",
+        raise SpecError(source, path, f"must be a finite number, got {shown(value)}",
                         f"Write {path} as a finite number")
     ok = (
         (tp is bool and isinstance(value, bool))
@@ -75,8 +77,11 @@ def _scalar(value: Any, tp: Any, source: str, path: str) -> Any:
         or (tp is str and isinstance(value, str))
     )
     if not ok:
-        raise SpecError(source, path, f"expected {_type_name(tp)}, got {value!r}",
+        raise SpecError(source, path, f"expected {_type_name(tp)}, got {shown(value)}",
                         f"Write {path} as {_type_name(tp)}")
+    if tp is str and not value.isprintable():  # control characters, lone surrogates, U+202E: log injection
+        raise SpecError(source, path, f"{shown(value)} contains a control or non-printable character",
+                        f"Write {path} as plain text")
     return float(value) if tp is float else value
 
 
@@ -106,17 +111,17 @@ def _check_range(value: Any, meta: Mapping[str, Any], source: str, path: str) ->
             continue
         choices = meta.get("choices")
         if choices and item not in choices:
-            near = difflib.get_close_matches(str(item), [str(c) for c in choices], n=1)
+            near = difflib.get_close_matches(str(item)[:100], [str(c) for c in choices], n=1)
             hint = f"Did you mean {near[0]!r}? " if near else ""
-            raise SpecError(source, path, f"{item!r} is not one of {', '.join(map(str, choices))}",
+            raise SpecError(source, path, f"{shown(item)} is not one of {', '.join(map(str, choices))}",
                             hint + f"Choose one of: {', '.join(map(str, choices))}")
         lo, hi = meta.get("min"), meta.get("max")
         if lo is not None and (item < lo or (meta.get("min_exclusive") and item == lo)):
             rel = ">" if meta.get("min_exclusive") else ">="
-            raise SpecError(source, path, f"must be {rel} {lo}, got {item!r}",
+            raise SpecError(source, path, f"must be {rel} {lo}, got {shown(item)}",
                             f"Set {path} to a value {rel} {lo}")
         if hi is not None and item > hi:
-            raise SpecError(source, path, f"must be <= {hi}, got {item!r}",
+            raise SpecError(source, path, f"must be <= {hi}, got {shown(item)}",
                             f"Set {path} to a value <= {hi}")
 
 
@@ -125,14 +130,15 @@ def build(cls: Type[T], data: Any, source: str, path: str = "") -> T:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise SpecError(source, path or "(top level)", f"expected a mapping of keys, got {data!r}",
+        raise SpecError(source, path or "(top level)", f"expected a mapping of keys, got {shown(data)}",
                         "Write it as 'key: value' lines")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     for key in data:
         if key not in fields:
-            key_path = f"{path}.{key}" if path else str(key)
-            near = difflib.get_close_matches(str(key), list(fields), n=1)
+            name = key if isinstance(key, str) and len(key) <= 80 and key.isprintable() else shown(key)
+            key_path = f"{path}.{name}" if path else name
+            near = difflib.get_close_matches(str(key)[:100], list(fields), n=1)
             hint = f"Did you mean {near[0]!r}? " if near else ""
             raise SpecError(source, key_path, "unknown key",
                             hint + f"Known keys here: {', '.join(fields)}")

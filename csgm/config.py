@@ -61,6 +61,14 @@ class TrainConfig:
                          "same data, model, optimiser settings and seed (refuse otherwise); 'never': "
                          "delete this run's checkpoints and start afresh", choices=("auto", "never"))
 
+    def batch_problem(self, n_train: int, world: int) -> Optional[Tuple[str, str]]:
+        """(problem, fix) of train.batch_size when ``world`` ranks cannot make one step from ``n_train``
+        images, else None (the trainer and the dry run check the same)."""
+        if self.epochs > 0 and n_train < self.batch_size * world:
+            return (f"{self.batch_size} x {world} ranks is more than the {n_train} training images",
+                    "Lower train.batch_size")
+        return None
+
 
 @dataclass(frozen=True)
 class RecoveryConfig:
@@ -124,6 +132,13 @@ class RecoveryConfig:
     def check(self) -> Optional[Tuple[str, str, str]]:
         if len(set(self.m)) != len(self.m):
             return ("m", f"repeats a value: {list(self.m)}", "List each m once")
+        return None
+
+    def images_problem(self, n_heldout: int) -> Optional[Tuple[str, str]]:
+        """(problem, fix) of recovery.images when the held-out set is too small, else None."""
+        if self.input == "heldout" and self.images > n_heldout:
+            return (f"{self.images} but only {n_heldout} held-out images exist",
+                    "Lower recovery.images or raise data.heldout")
         return None
 
     def schedule(self, iters: Optional[int] = None) -> Schedule:

@@ -19,13 +19,13 @@ same pieces with its own all-reduce. This module imports no TensorFlow (the laun
 
 from __future__ import annotations
 
-import json
 import signal
 import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
+from common import inputs
 from common.files import atomic_write_json
 
 RECORD = "preempted.json"
@@ -104,10 +104,11 @@ def write_record(run_dir: Path, record: Dict[str, Any]) -> None:
 def read_record(run_dir: Path, since: float) -> Optional[Dict[str, Any]]:
     """The record rank 0 wrote at or after ``since`` (time.time()); an older one is a past run's."""
     try:
-        record = json.loads((Path(run_dir) / RECORD).read_text())
-    except (OSError, ValueError):
+        record = inputs.read_json(Path(run_dir) / RECORD, inputs.RECORD_BYTES, "preemption record")
+    except (OSError, inputs.InputError):
         return None
-    if not isinstance(record, dict) or float(record.get("time", 0)) < since:
+    stamp = record.get("time", 0) if isinstance(record, dict) else None
+    if not isinstance(stamp, (int, float)) or isinstance(stamp, bool) or stamp < since:
         return None
     return record
 

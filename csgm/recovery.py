@@ -19,6 +19,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from common import inputs
 from common.files import atomic_write_bytes
 from common.records import RecordError, read_sealed_json, sha256_bytes, write_sealed_json
 from common.schema import SpecError
@@ -81,9 +82,9 @@ def method_schedule(spec: RecoveryConfig, method: str, m: int) -> Schedule:
 
 
 def plan(spec: RecoveryConfig, n_available: int) -> List[Unit]:
-    if spec.input == "heldout" and spec.images > n_available:
-        raise SpecError("job spec", "recovery.images", f"{spec.images} but only {n_available} held-out "
-                        "images exist", "Lower recovery.images or raise data.heldout")
+    problem = spec.images_problem(n_available)
+    if problem:
+        raise SpecError("job spec", "recovery.images", *problem)
     return [Unit(exp.measurement, exp.m, method, first, min(first + spec.batch_size, spec.images))
             for exp in measure.experiments(spec)
             for method in spec.methods
@@ -117,10 +118,12 @@ class UnitStore:
         path = self.folder / f"{unit.id}.json"
         try:
             record = read_sealed_json(path)
-            blob = (self.folder / f"{unit.id}.npy").read_bytes()
+            # An .npy is its header (128 bytes for these shapes) and the unit's uint8 pixels.
+            blob = inputs.read_bytes(self.folder / f"{unit.id}.npy",
+                                     (unit.stop - unit.first) * measure.PIXELS + 4096, "unit .npy")
         except FileNotFoundError:
             return None, ""
-        except (OSError, RecordError) as e:
+        except (OSError, RecordError, inputs.InputError) as e:
             return None, str(e)
         why = unit_problem(record, unit, self.digest)
         if not why and sha256_bytes(blob) != record["npy_sha256"]:

@@ -10,14 +10,13 @@ the file. Reading the meta needs no TensorFlow, so a dry run can say what a run 
 
 from __future__ import annotations
 
-import json
 import re
-import reprlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
-from common.records import RecordError, short_digest, unseal
+from common.inputs import shown
+from common.records import RecordError, read_sealed_json, short_digest
 from common.schema import to_data
 from csgm.config import DataConfig, TrainConfig
 
@@ -79,11 +78,11 @@ def read_meta(path: Path) -> Dict[str, Any]:
     file = path / "meta.json"
     fix = "Delete this checkpoint folder to use the previous one (or --set train.resume=never to train afresh)"
     try:
-        meta = unseal(json.loads(file.read_text()))
+        meta = read_sealed_json(file)  # a regular file, size-capped, strict JSON, intact
     except RecordError as e:
-        raise CheckpointError(f"{file}: {e}. {fix}") from None
-    except (OSError, ValueError, RecursionError) as e:
-        raise CheckpointError(f"{file}: unreadable ({e}). {fix}") from None
+        raise CheckpointError(f"{e}. {fix}") from None
+    except OSError as e:
+        raise CheckpointError(f"{file}: unreadable ({e.strerror or e}). {fix}") from None
     problem = meta_problem(meta)
     if problem:
         raise CheckpointError(f"{file}: {problem}. {fix}")
@@ -102,22 +101,22 @@ def meta_problem(meta: Dict[str, Any]) -> Optional[str]:
     """Why a checkpoint's meta cannot be used (a key missing or of the wrong type), or None."""
     for key in ("epoch", "step"):
         if not _count(meta.get(key)):
-            return f"{key}: {reprlib.repr(meta.get(key))} is not a whole number >= 0"
+            return f"{key}: {shown(meta.get(key))} is not a whole number >= 0"
     if not _count(meta.get("epoch_examples", 0)):
-        return f"epoch_examples: {reprlib.repr(meta['epoch_examples'])} is not a whole number >= 0"
+        return f"epoch_examples: {shown(meta['epoch_examples'])} is not a whole number >= 0"
     model = meta.get("model", {})
     if not isinstance(model, dict) or not all(_count(model.get(k, 1), 1) for k in ("latent_dim", "hidden")):
-        return f"model: {reprlib.repr(model)} is not {{latent_dim, hidden}} as whole numbers >= 1"
+        return f"model: {shown(model)} is not {{latent_dim, hidden}} as whole numbers >= 1"
     for key in ("loss", "heldout_recon_mse", "validation_recon_mse"):
         if meta.get(key) is not None and not _number(meta[key]):
-            return f"{key}: {reprlib.repr(meta[key])} is not a number"
+            return f"{key}: {shown(meta[key])} is not a number"
     if not isinstance(meta.get("digest", ""), str):
-        return f"digest: {reprlib.repr(meta['digest'])} is not a string"
+        return f"digest: {shown(meta['digest'])} is not a string"
     files = meta.get("files")
     if not isinstance(files, dict) or not files or not all(
             isinstance(name, str) and name == Path(name).name and name not in ("", ".", "..")
             and isinstance(sha, str) for name, sha in files.items()):
-        return f"files: {reprlib.repr(files)} is not {{file name: sha256}} of the checkpoint's files"
+        return f"files: {shown(files)} is not {{file name: sha256}} of the checkpoint's files"
     return None
 
 

@@ -245,9 +245,9 @@ class Trainer:
         spec, backend = self.spec, self.backend
         n = len(self.data.train)
         per_epoch = steps_per_epoch(n, spec.batch_size, backend.size)
-        if per_epoch == 0 and spec.epochs > 0:
-            raise SpecError("job spec", "train.batch_size", f"{spec.batch_size} x {backend.size} ranks is "
-                            f"more than the {n} training images", "Lower train.batch_size")
+        problem = spec.batch_problem(n, backend.size)
+        if problem:
+            raise SpecError("job spec", "train.batch_size", *problem)
         start = self.resume()
         global_batch = spec.batch_size * backend.size
         first = self._first_step(global_batch)

@@ -32,8 +32,9 @@ def check_output_dir(spec: JobSpec) -> None:
         if marker.exists():
             _check_marker(marker, spec.name)
             return
-        # A marker being written (another server of the job starting at the same moment) counts as one.
-        found = sorted(p.name for p in folder.iterdir() if not p.name.startswith(MARKER + "."))
+        # A marker being written (another server of the job starting at the same moment) counts as one:
+        # common.files writes it as .<name>.<random>.tmp beside it, i.e. "..csgm-run.XXXX.tmp".
+        found = sorted(p.name for p in folder.iterdir() if not p.name.startswith(f".{MARKER}."))
     except OSError as e:
         raise SpecError(str(folder), "output_dir", f"cannot be read ({e.strerror or e})", ELSEWHERE) from None
     if found:

@@ -17,11 +17,13 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 import yaml
 
+from common.inputs import SPEC_BYTES, InputError, loads_yaml, read_text, shown
 from common.records import short_digest
 from common.schema import SpecError, build, known_paths, option, to_data
 from csgm.ascend import NpuOptions, npu_precision_conflict
 from csgm.config import DataConfig, RecoveryConfig, TrainConfig
 
+STAGE_ORDER = ("train", "recover")  # recovery uses the trained generator
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
@@ -29,7 +31,8 @@ DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 class DevicesSpec:
     type: str = option("cpu", "device kind of every rank", choices=("cpu", "gpu", "npu"))
     count: int = option(1, "devices (ranks) per server", min=1, max=16)
-    threads: int = option(0, "TensorFlow intra-op threads per rank; 0 lets TensorFlow choose", min=0)
+    # TensorFlow takes an int32 and fails inside the rank above it; no CPU has 1024 cores per rank
+    threads: int = option(0, "TensorFlow intra-op threads per rank; 0 lets TensorFlow choose", min=0, max=1024)
 
 
 @dataclass(frozen=True)
@@ -62,8 +65,8 @@ class HcclSpec:
 class JobSpec:
     name: str = option("csgm", "job name: a DNS-1123 label (lower case, digits, '-')")
     output_dir: Optional[str] = option(None, "run folder; default runs/<name>")
-    stages: Tuple[str, ...] = option(["train", "recover"], "what to run, in order",
-                                     choices=("train", "recover"))
+    stages: Tuple[str, ...] = option(list(STAGE_ORDER), "what to run, in order, each once",
+                                     choices=STAGE_ORDER)
     backend: str = option("local", "collective engine between ranks: local (one process), tf "
                           "(TensorFlow collectives), horovod, hccl (Ascend)",
                           choices=("local", "tf", "horovod", "hccl"))
@@ -77,9 +80,16 @@ class JobSpec:
 
     def check(self) -> Optional[Tuple[str, str, str]]:
         if not DNS_LABEL.fullmatch(self.name):
-            return ("name", f"{self.name!r} is not a DNS-1123 label",
+            return ("name", f"{shown(self.name)} is not a DNS-1123 label",
                     "Use at most 63 lower-case letters, digits and '-', starting and ending "
                     "with a letter or digit")
+        if self.output_dir is not None and not self.output_dir.strip():
+            return ("output_dir", "is empty", f"Remove the key (or set it to null) for runs/{self.name}, or "
+                    "name a folder")
+        order = [s for s in STAGE_ORDER if s in self.stages]
+        if list(self.stages) != order:  # run_stages runs each stage once, in this order
+            return ("stages", f"{list(self.stages)} repeats a stage or is out of order",
+                    f"List each stage once, in the order they run: {order}")
         if self.devices.type == "npu":
             return npu_precision_conflict(self.stages, self.train.precision, self.recovery.precision)
         return None
@@ -89,42 +99,27 @@ class JobSpec:
         return Path(self.output_dir) if self.output_dir else Path("runs") / self.name
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """yaml.safe_load, except that a key written twice in one mapping is an error, not last-wins."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> Dict[Any, Any]:
-        seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} appears twice in one mapping", key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
 def _read_yaml(path: Path) -> Any:
+    source = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        return loads_yaml(read_text(path, SPEC_BYTES, "job spec (YAML)"), source)
     except FileNotFoundError:
-        raise SpecError(str(path), "", "file not found", "Check the path of the job spec") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise SpecError(str(path), "", f"cannot read the file ({e})",
+        raise SpecError(source, "", "file not found", "Check the path of the job spec") from None
+    except OSError as e:
+        raise SpecError(source, "", f"cannot read the file ({e.strerror or e})",
                         "Pass a readable UTF-8 YAML file") from None
-    try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: no object construction
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e)
-        raise SpecError(str(path), where, f"YAML syntax error: {problem}",
-                        "Fix the YAML syntax (indentation, ':' after keys, quotes, each key once)") from None
+    except InputError as e:
+        raise SpecError(e.source, e.path, e.problem, _capital(e.fix)) from None
+
+
+def _capital(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def _yaml_value(raw: str) -> Any:
     try:
-        return yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
+        return loads_yaml(raw, "--set") if raw.strip() else None
+    except InputError:
         return None
 
 
@@ -148,9 +143,11 @@ def parse_override(text: str) -> Tuple[str, Any]:
         hint = f"Did you mean {near[0]!r}? " if near else ""
         raise SpecError("--set", key, "unknown key", hint + "docs/spec.md lists every key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        raise SpecError("--set", key, f"cannot read the value {raw!r}",
+        value = loads_yaml(raw, "--set") if raw.strip() else None
+    except InputError as e:
+        if not e.problem.startswith("YAML syntax error"):  # an alias bomb, 0x10, yes: the loader's own fix
+            raise SpecError("--set", key, e.problem, _capital(e.fix)) from None
+        raise SpecError("--set", key, f"cannot read the value {shown(raw)} ({e.problem})",
                         "Quote strings, write lists as [a,b]") from None
     return key, value
 
@@ -166,7 +163,7 @@ def apply_overrides(data: Dict[str, Any], overrides: Sequence[str]) -> Dict[str,
                 child = node[part] = {}
             if not isinstance(child, dict):
                 section = ".".join(parts[:depth + 1])
-                raise SpecError("--set", key, f"{section} is {child!r} in the spec, not a section",
+                raise SpecError("--set", key, f"{section} is {shown(child)} in the spec, not a section",
                                 f"Fix {section} in the spec file first")
             node = child
         node[parts[-1]] = value
@@ -208,8 +205,14 @@ def load_spec(path: Any, overrides: Sequence[str] = ()) -> JobSpec:
             raise SpecError("--set", e.path, e.problem, e.fix) from None
         if overridden and _valid(as_written, path):
             # A check across keys failed only because of an override: name both places.
-            raise SpecError(f"{e.source} with --set {', '.join(overridden)}", e.path, e.problem, e.fix) from None
+            raise SpecError(spec_source(e.source, overrides), e.path, e.problem, e.fix) from None
         raise
+
+
+def spec_source(path: Any, overrides: Sequence[str] = ()) -> str:
+    """How a message names a spec file and the --set overrides applied to it."""
+    keys = [parse_override(o)[0] for o in overrides]
+    return f"{path} with --set {', '.join(keys)}" if keys else str(path)
 
 
 def _valid(data: Dict[str, Any], path: Path) -> bool:

@@ -23,7 +23,7 @@ from csgm.cm_mode import CmModeError
 from csgm.backends import Backend
 from csgm.checkpoint import CheckpointError, CheckpointStore
 from csgm.config import RecoveryConfig
-from csgm.data import DataError, Dataset, load_dataset
+from csgm.data import DataError, Dataset, SplitError, load_dataset
 from csgm.estimators import CsgmSolver
 from csgm.model import VAE, use_xla, use_xla_for_recovery
 from csgm.precision import DynamicLossScale
@@ -33,6 +33,7 @@ from csgm.recovery import BASELINES, RecoveryRunner, UnitStore, plan, shard
 from csgm.report import MissingUnits, write_report
 from csgm.train import BEST_FOLDER, Trainer, checkpoint_id
 from job.backend import make_backend
+from job.plan import check_fits
 from job.spec import JobSpec, spec_digest
 
 log = logging.getLogger(__name__)
@@ -188,10 +189,15 @@ def report_errors(action: Callable[[], None], run_dir: Path) -> int:
 
 
 def run_stages(spec: JobSpec, backend: Optional[Backend] = None,
-               stop: Optional[Callable[[], bool]] = None) -> None:
-    """``stop``: a csgm.preemption.StopRequest (True once SIGTERM arrived), the same on every rank."""
+               stop: Optional[Callable[[], bool]] = None, source: str = "job spec") -> None:
+    """``stop``: a csgm.preemption.StopRequest (True once SIGTERM arrived), the same on every rank.
+    ``source``: the spec file, named by errors in settings the data cannot satisfy."""
     backend = backend or make_backend(spec, {})
-    data = load_dataset(spec.data)
+    try:
+        data = load_dataset(spec.data)
+    except SplitError as e:
+        raise SpecError(source, e.key, e.problem, e.fix) from None
+    check_fits(spec, source, backend.size, len(data.train), len(data.heldout))
     log.info("data: %s", data.description)
     trained = train_stage(spec, data, backend, stop) if "train" in spec.stages else None
     if "recover" in spec.stages:

@@ -57,7 +57,7 @@ def main() -> int:
         stop.install()
         log.info("rank %s of %s: backend %s, device %s", backend.rank, backend.size, backend.name,
                  spec.devices.type)
-        run_stages(spec, backend, stop)
+        run_stages(spec, backend, stop, source=spec_file)
         backend.close()
 
     return report_errors(run, Path(spec_file).parent)

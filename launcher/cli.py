@@ -20,9 +20,9 @@ from common.logs import setup_logging
 from common.schema import to_data
 from common.version import VERSION
 from csgm import cm_mode
-from job.plan import describe_plan
+from job.plan import check_sizes, describe_plan
 from job.run_folder import check_output_dir
-from job.spec import JobSpec, SpecError, load_spec, spec_to_yaml
+from job.spec import JobSpec, SpecError, load_spec, spec_source, spec_to_yaml
 from launcher.errors import LaunchError
 from launcher.nodes import DEFAULT_PORT as DEFAULT_NODE_PORT
 from launcher.nodes import Nodes
@@ -155,7 +155,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error("--json needs --dry-run")
     setup_logging()
     try:
-        spec = load_spec(args.spec, flag_overrides(args, os.environ))
+        overrides = flag_overrides(args, os.environ)
+        spec = load_spec(args.spec, overrides)
+        args.source = spec_source(args.spec, overrides)  # named by the checks against the data
         check_output_dir(spec)  # a folder csgm did not make is refused by the dry run too
         # HCCL's rank-table-free start (Ascend Operator's CM_* variables): checked before anything opens.
         cm = cm_mode.detect(os.environ, launcher=True)
@@ -180,7 +182,13 @@ def run_single(spec: JobSpec, args: argparse.Namespace) -> int:
     for line in warnings:
         print(f"warning: {line}", file=sys.stderr)
     if args.dry_run:
-        return dry_run_single(spec, args.json, warnings)
+        return dry_run_single(spec, args.json, warnings, args.source)
+    from csgm.data import DataError
+
+    try:  # the checks the run makes once it has read the data, before TensorFlow is even imported
+        check_sizes(spec, args.source, 1)
+    except DataError as e:
+        raise LaunchError(str(e)) from None
     if spec.backend != "local":
         log.info("single-card mode: one rank, so backend %s is not needed; running locally", spec.backend)
     for line in describe_plan(spec):
@@ -200,7 +208,7 @@ def run_single(spec: JobSpec, args: argparse.Namespace) -> int:
     def run() -> None:
         claim_output_dir(spec)
         atomic_write_text(spec.run_dir / "spec.yaml", spec_to_yaml(spec))
-        run_stages(spec, stop=stop)
+        run_stages(spec, stop=stop, source=args.source)
 
     code = report_errors(run, spec.run_dir)
     if code == EXIT_PREEMPTED:  # this process is rank 0
@@ -211,11 +219,12 @@ def run_single(spec: JobSpec, args: argparse.Namespace) -> int:
     return 0
 
 
-def dry_run_single(spec: JobSpec, as_json: bool, warnings: List[str]) -> int:
+def dry_run_single(spec: JobSpec, as_json: bool, warnings: List[str], source: str) -> int:
     from csgm.data import DataError, check_data
 
     try:
         data = check_data(spec.data)
+        check_sizes(spec, source, 1)
     except DataError as e:
         raise LaunchError(str(e)) from None
     plan = describe_plan(spec) + [f"data: {data}", "single-card mode: one process"]

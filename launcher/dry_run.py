@@ -14,7 +14,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from common.schema import to_data
 from csgm.data import DataError, check_data
-from job.plan import describe_plan
+from job.plan import check_sizes, describe_plan
 from job.spec import JobSpec, spec_to_yaml
 from launcher import env as rank_environment
 from launcher.errors import LaunchError
@@ -25,13 +25,15 @@ Plans = Dict[Optional[str], Tuple[List[Slot], List[WorkerSpec]]]
 
 
 def dry_run(spec: JobSpec, layout: Layout, plans: Plans, base_env: Dict[str, str], as_json: bool,
-            elsewhere: Optional[str], data_here: bool, network: Sequence[str] = ()) -> int:
+            elsewhere: Optional[str], data_here: bool, source: str, network: Sequence[str] = ()) -> int:
     """``elsewhere``: why this host is not one of the servers (then ``plans`` holds every server).
-    ``data_here``: this host found itself in the table, so the data must be here. ``network``: what
+    ``data_here``: this host found itself in the table, so the data must be here. ``source``: the spec
+    file, named when the data found here cannot satisfy it (as the ranks would). ``network``: what
     listens where (launcher.multi.network_plan)."""
     warnings: List[str] = []
     try:
         data = check_data(spec.data)
+        check_sizes(spec, source, layout.world_size)
     except DataError as e:
         if data_here:
             raise LaunchError(str(e)) from None

@@ -16,7 +16,8 @@ import rank_table
 from common.exits import EXIT_BAD_INPUT, EXIT_FAILED
 from common.files import atomic_write_text
 from csgm.cm_mode import CmCluster
-from job.plan import describe_plan
+from csgm.data import DataError
+from job.plan import check_sizes, describe_plan
 from job.run_folder import claim_output_dir
 from job.spec import JobSpec, spec_to_yaml
 from launcher import ascend
@@ -227,7 +228,7 @@ def run_ranks(spec: JobSpec, args: argparse.Namespace, command: Sequence[str],
         plans = {s: _server_workers(spec, layout, s, command, base_env, shown) for s in servers}
         return dry_run(spec, layout, plans, base_env, args.json, elsewhere_note,
                        data_here=(server is not None or table is None) and args.server_id is None,
-                       network=network)
+                       source=getattr(args, "source", args.spec), network=network)
     slots, workers = _server_workers(spec, layout, server, command, base_env, secret)
     elsewhere = sorted(set(console_ranks or ()) - {s.rank for s in slots})
     if elsewhere:  # not an error: every server of a job usually gets the same command line
@@ -238,6 +239,11 @@ def run_ranks(spec: JobSpec, args: argparse.Namespace, command: Sequence[str],
         note = ascend.check_health([s.device_id for s in slots])
         if note:
             log.info("%s", note)
+    if not command:  # the ranks' own checks, before anything starts (a COMMAND may not read the data)
+        try:
+            check_sizes(spec, getattr(args, "source", args.spec), layout.world_size)
+        except DataError as e:
+            raise LaunchError(str(e)) from None
     claim_output_dir(spec)  # before the run writes anything into it
     if table_path is None and table is not None:
         assert table_file is not None

@@ -12,12 +12,13 @@ import json
 import sys
 from typing import List, NoReturn, Optional, Sequence
 
+from common import inputs
 from common.exits import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 from common.version import VERSION
 
 from .build import generate, local_table, merge
 from .devices import CHIPS
-from .errors import RankTableError, RankTableMissing
+from .errors import RankTableError, RankTableUnreadable
 from .files import load, load_with_rank_base, wait_until_completed, write
 from .hccn import parse_hccn_conf, query_hccn_tool
 from .model import RankTable, describe
@@ -163,8 +164,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             table = wait_until_completed(args.file, timeout_s=timeout, poll_s=args.poll, report=_stderr)
         else:
             table = load(args.file)
-    except RankTableMissing:
-        raise  # not a table to check: bad input
+    except RankTableUnreadable:
+        raise  # missing, a folder, a FIFO, too large: not a table to check, bad input
     except RankTableError as exc:  # the check ran and failed
         if args.json:
             print(json.dumps({"file": args.file, "ok": False, "error": _one_line(str(exc))}))
@@ -185,12 +186,13 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 def _cmd_generate(args: argparse.Namespace) -> int:
     if args.hccn_conf is not None:
         try:
-            with open(args.hccn_conf, encoding="utf-8") as handle:
-                text = handle.read()
+            text = inputs.read_text(args.hccn_conf, inputs.TEXT_BYTES, "hccn.conf")
         except OSError as exc:
             raise RankTableError(args.hccn_conf, "file", f"cannot read: {exc.strerror or exc}",
                                  "check the path: --hccn-conf takes the file of address_<id>=<ip> lines "
                                  "(on Ascend servers /etc/hccn.conf), or use --hccn-tool") from None
+        except inputs.InputError as exc:
+            raise RankTableError(args.hccn_conf, "file", exc.problem, exc.fix) from None
         addresses = parse_hccn_conf(text, args.hccn_conf)
         device_ids = args.devices
     else:

@@ -40,7 +40,12 @@ class RankTableNotReady(RankTableError):
     """
 
 
-class RankTableMissing(RankTableError):
+class RankTableUnreadable(RankTableError):
+    """The file cannot be read at all (a folder, no permission, a FIFO or device, over the size cap):
+    bad input, not an invalid table."""
+
+
+class RankTableMissing(RankTableUnreadable):
     """The rank table file does not exist (yet). Raised by ``load``."""
 
 

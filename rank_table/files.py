@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Callable, Optional, Union
@@ -13,7 +12,9 @@ from .errors import (
     RankTableMissing,
     RankTableNotJSON,
     RankTableNotReady,
+    RankTableUnreadable,
 )
+from common import inputs
 from common.files import atomic_write_json
 
 from .model import RankTable
@@ -34,10 +35,10 @@ def load_with_rank_base(path: PathLike, rank_base: Optional[int]) -> RankTable:
 
 
 def read_json(source: str) -> object:
-    """Decode a JSON file; every failure is a :class:`RankTableError` naming the file."""
+    """Decode a JSON file strictly (common.inputs: a regular file of at most TABLE_BYTES, each key once);
+    every failure is a :class:`RankTableError` naming the file."""
     try:
-        with open(source, "rb") as handle:
-            raw = handle.read()
+        return inputs.read_json(source, inputs.TABLE_BYTES, "rank table (JSON)")
     except FileNotFoundError:
         raise RankTableMissing(
             source, "$", "file not found",
@@ -45,23 +46,20 @@ def read_json(source: str) -> object:
             "scheduler to write it (validate --wait)",
         ) from None
     except IsADirectoryError:
-        raise RankTableError(source, "$", "is a directory, not a file",
+        raise RankTableUnreadable(source, "$", "is a directory, not a file",
                              "point at the JSON file itself, e.g. .../hccl.json") from None
     except OSError as exc:
-        raise RankTableError(source, "$", f"cannot read: {exc.strerror or exc}",
+        raise RankTableUnreadable(source, "$", f"cannot read: {exc.strerror or exc}",
                              "check the file's permissions") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise RankTableError(source, "$", f"not UTF-8 text (byte {exc.start})",
-                             "write the file as UTF-8 JSON") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
+    except inputs.NotJSON as exc:
         raise RankTableNotJSON(
-            source, f"$ (line {exc.lineno}, column {exc.colno})", f"not valid JSON: {exc.msg}",
+            source, exc.path, exc.problem,
             "fix the syntax; if a scheduler is still writing the file, use validate --wait",
         ) from None
+    except inputs.Unreadable as exc:
+        raise RankTableUnreadable(source, "$", exc.problem, exc.fix) from None
+    except inputs.InputError as exc:
+        raise RankTableError(source, exc.path or "$", exc.problem, exc.fix) from None
 
 
 def wait_until_completed(

@@ -7,6 +7,8 @@ import re
 import subprocess
 from typing import Callable, Dict, List, Optional, Sequence
 
+from common.inputs import shown
+
 from .errors import RankTableError
 from .parse import MAX_DEVICE_ID
 
@@ -33,10 +35,11 @@ def parse_hccn_conf(text: str, source: str = "/etc/hccn.conf") -> Dict[int, str]
         if not match:
             continue
         where = f"line {number}"
-        device_id = int(match.group(1))
+        digits = match.group(1)
+        device_id = int(digits) if len(digits) <= 4 else MAX_DEVICE_ID + 1  # int() of 5000 digits raises
         if device_id > MAX_DEVICE_ID:
-            raise RankTableError(source, where, f"device id {device_id} is outside 0..15",
-                                 "fix the address_<id> key")
+            raise RankTableError(source, where, f"device id {digits if len(digits) <= 8 else shown(digits)} "
+                                 "is outside 0..15", "fix the address_<id> key")
         if device_id in found:
             raise RankTableError(source, where, f"address_{device_id} is set twice (also on "
                                  f"line {lines[device_id]})", "keep one address per device")
@@ -69,7 +72,7 @@ def query_hccn_tool(
     found: Dict[int, str] = {}
     for device_id in device_ids:
         argv: List[str] = [binary, "-i", str(device_id), "-ip", "-g"]
-        shown = " ".join(argv)
+        command = " ".join(argv)
         try:
             proc = runner(argv, capture_output=True, text=True, timeout=timeout_s, check=False)
         except FileNotFoundError:
@@ -77,15 +80,15 @@ def query_hccn_tool(
                                  "install the Ascend driver tools, pass --hccn-tool-bin PATH, "
                                  "or use --hccn-conf FILE (on Ascend servers /etc/hccn.conf)") from None
         except subprocess.TimeoutExpired:
-            raise RankTableError(shown, "", f"did not answer within {timeout_s:g} s",
+            raise RankTableError(command, "", f"did not answer within {timeout_s:g} s",
                                  "check the NPU driver (npu-smi info)") from None
         if proc.returncode != 0:
             detail = (proc.stderr or proc.stdout or "").strip().splitlines()
             last = detail[-1] if detail else "no output"
-            raise RankTableError(shown, "", f"exited with status {proc.returncode} ({last})",
+            raise RankTableError(command, "", f"exited with status {proc.returncode} ({last})",
                                  f"check that device {device_id} exists (npu-smi info) or "
                                  "choose devices with --devices")
-        found[device_id] = parse_hccn_tool_ip(proc.stdout, f"output of `{shown}`")
+        found[device_id] = parse_hccn_tool_ip(proc.stdout, f"output of `{command}`")
     return found
 
 
@@ -93,6 +96,6 @@ def _ipv4(value: str, source: str, where: str, key: str) -> str:
     try:
         ipaddress.IPv4Address(value)
     except ValueError:
-        raise RankTableError(source, where, f"{key} {value!r} is not an IPv4 address",
+        raise RankTableError(source, where, f"{key} {shown(value)} is not an IPv4 address",
                              "write a dotted IPv4 address, e.g. 192.168.100.101") from None
     return value

@@ -21,7 +21,10 @@ key, add it to ``DEVICE_EXTRA_KEYS`` (or the matching set) here.
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Any, Dict, FrozenSet, List, NoReturn, Optional, Sequence, Tuple
+
+from common.inputs import shown
 
 from .errors import RankTableError, RankTableNotReady
 from .model import Device, RankTable, Server, SuperPod
@@ -30,6 +33,12 @@ VERSIONS = ("1.0", "1.2")
 STATUS_COMPLETED = "completed"
 STATUS_INITIALIZING = "initializing"
 MAX_DEVICE_ID = 15
+MAX_STRING = 1024  # longer than any id, address list or hardware type a writer emits
+# A host name as RFC 1123 section 2.1 allows it (letters, digits, '-', dot-separated labels of at most
+# 63, 253 in all), the form of Kubernetes node and pod names (DNS-1123) in any case; server_id is also
+# what the ranks connect to (TF_CONFIG, MASTER_ADDR, HOROVOD_HOSTNAME), so it must resolve as a host.
+HOSTNAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?"
+                      r"(\.[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)*")
 
 TOP_KEYS: FrozenSet[str] = frozenset(
     {"version", "status", "server_count", "server_list", "super_pod_list"}
@@ -100,7 +109,7 @@ class _Parser:
             if key not in allowed:
                 self.fail(
                     _join(path, key),
-                    f"unknown key {key!r} in {what}",
+                    f"unknown key {shown(key)} in {what}",
                     "remove it or fix its spelling; allowed keys here: "
                     + ", ".join(sorted(allowed)),
                 )
@@ -115,18 +124,33 @@ class _Parser:
             self.fail(path, f"is the JSON boolean {str(value).lower()}; HCCL reads every value "
                       "as a string", f"quote it: \"{str(value).lower()}\"")
         if isinstance(value, (int, float)):
-            self.fail(path, f"is the JSON number {value}; HCCL reads every value as a string",
-                      f"quote it: \"{value}\"")
+            self.fail(path, f"is the JSON number {shown(value)}; HCCL reads every value as a string",
+                      f"quote it: \"{shown(value)}\"")
         if not isinstance(value, str):
             self.fail(path, f"must be a string, got {_kind(value)}", "write a quoted string")
         if non_empty and not value.strip():
             self.fail(path, "is empty", "fill in a value")
+        if len(value) > MAX_STRING:
+            self.fail(path, f"is {len(value)} characters long (at most {MAX_STRING})",
+                      "check that this is a rank table")
+        if not value.isprintable():  # a newline would forge a log line; a lone surrogate cannot be printed
+            bad = next(c for c in value if not c.isprintable())
+            self.fail(path, f"{shown(value)} contains the non-printable character U+{ord(bad):04X}",
+                      "write plain text: no control, format or unpaired surrogate characters")
         return value
+
+    def server_id(self, value: object, path: str) -> str:
+        text = self.string(value, path)
+        if not (_is_ip(text) or HOSTNAME.fullmatch(text)):
+            self.fail(path, f"{shown(text)} is neither an IP address nor a host name",
+                      "write the server's IP address (as HCCL's examples and hccl_tools do) or its host "
+                      "name (letters, digits, '-' and '.')")
+        return text
 
     def int_string(self, value: object, path: str, lo: int = 0, hi: Optional[int] = None) -> int:
         text = self.string(value, path)
         if not (text.isascii() and text.isdigit()):
-            self.fail(path, f"{text!r} is not a non-negative integer",
+            self.fail(path, f"{shown(text)} is not a non-negative integer",
                       "write a decimal integer in quotes, e.g. \"0\"")
         number = int(text)
         if number < lo or (hi is not None and number > hi):
@@ -140,7 +164,7 @@ class _Parser:
         try:
             ipaddress.ip_address(text)
         except ValueError:
-            self.fail(path, f"{text!r} is not an IP address",
+            self.fail(path, f"{shown(text)} is not an IP address",
                       "write a dotted IPv4 (or IPv6) address, or remove the key")
         return text
 
@@ -155,7 +179,7 @@ class _Parser:
                 "wait for status \"completed\" (validate --wait, or wait_until_completed())",
             )
         if status != STATUS_COMPLETED:
-            self.fail("$.status", f"unknown status {status!r}",
+            self.fail("$.status", f"unknown status {shown(status)}",
                       f"use \"{STATUS_COMPLETED}\" (or \"{STATUS_INITIALIZING}\" while writing)")
         for key, (problem, fix) in _OTHER_FORMATS.items():
             if key in top:
@@ -163,7 +187,7 @@ class _Parser:
         self.keys(top, "$", TOP_KEYS, "the rank table")
         version = self.string(self.required(top, "$", "version", "the rank table"), "$.version")
         if version not in VERSIONS:
-            self.fail("$.version", f"unsupported version {version!r}",
+            self.fail("$.version", f"unsupported version {shown(version)}",
                       "use \"1.0\" (or \"1.2\" for A3 SuperPoD tables)")
         raw_servers = self.required(top, "$", "server_list", "the rank table")
         if not isinstance(raw_servers, list):
@@ -207,8 +231,8 @@ class _Parser:
     def server(self, raw: object, path: str, v12: bool, addresses: _DeviceAddresses) -> _Placed:
         entry = self.obj(raw, path, "a server entry")
         self.keys(entry, path, SERVER_KEYS, "a server entry")
-        server_id = self.string(self.required(entry, path, "server_id", "the server entry"),
-                                f"{path}.server_id")
+        server_id = self.server_id(self.required(entry, path, "server_id", "the server entry"),
+                                   f"{path}.server_id")
         raw_devices = self.required(entry, path, "device", "the server entry")
         if not isinstance(raw_devices, list) or not raw_devices:
             self.fail(f"{path}.device", f"must be a non-empty list, got {_kind(raw_devices)}",
@@ -402,11 +426,15 @@ class _DeviceAddresses:
         for part in parts if text else []:
             address = part.strip()
             try:
-                ipaddress.ip_address(address)
+                ip = ipaddress.ip_address(address)
             except ValueError:
-                self.parser.fail(where, f"{address!r} is not an IP address",
+                self.parser.fail(where, f"{shown(address)} is not an IP address",
                                  "use the device NIC address(es) from /etc/hccn.conf or "
                                  "`hccn_tool -i <id> -ip -g`, comma-separated if several")
+            if ip.is_unspecified or ip.is_multicast:  # a NIC's own address is a unicast one
+                self.parser.fail(where, f"{address} is {'unspecified' if ip.is_unspecified else 'a multicast'} "
+                                 "address, not a device NIC's", "use the device NIC address(es) from "
+                                 "/etc/hccn.conf or `hccn_tool -i <id> -ip -g`")
             if address in self.seen:
                 self.parser.fail(where, f"device_ip {address} is also at {self.seen[address]}; HCCL needs "
                                  "every device address to be unique", "give each device its own NIC address")
@@ -435,7 +463,15 @@ def _span(server: Server) -> str:
 
 
 def _join(path: str, key: str) -> str:
-    return f"{path}.{key}"
+    return f"{path}.{key if key.isprintable() and len(key) <= 80 else shown(key)}"
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _kind(value: object) -> str:

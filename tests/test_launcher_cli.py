@@ -6,6 +6,7 @@ Every test runs the real launcher in a subprocess. Nothing trains: multi-rank ru
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import re
@@ -165,12 +166,14 @@ def test_dry_run_8p_with_server_id(tmp_path: Path) -> None:
 
 
 def _idx_folder(tmp_path: Path) -> Path:
-    """The four file names data.source idx needs (a dry run checks they exist, it reads nothing)."""
+    """The four files data.source idx needs, headers only (a dry run reads only the headers: MNIST's counts)."""
     folder = tmp_path / "mnist"
     folder.mkdir()
-    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
-                 "t10k-labels-idx1-ubyte.gz"):
-        (folder / name).write_bytes(b"")
+    for prefix, count in (("train", 60000), ("t10k", 10000)):
+        (folder / f"{prefix}-images-idx3-ubyte.gz").write_bytes(gzip.compress(
+            (0x803).to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in (count, 28, 28))))
+        (folder / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(
+            (0x801).to_bytes(4, "big") + count.to_bytes(4, "big")))
     return folder
 
 

@@ -67,8 +67,8 @@ def v10_uneven() -> Dict[str, Any]:
     return {
         "version": "1.0", "status": "completed", "server_count": "2",
         "server_list": [
-            {"server_id": "node_0", "device": [dev(d, d) for d in range(8)]},
-            {"server_id": "node_1", "device": [dev(d, 8 + d) for d in range(4)]},
+            {"server_id": "node-0", "device": [dev(d, d) for d in range(8)]},
+            {"server_id": "node-1", "device": [dev(d, 8 + d) for d in range(4)]},
         ],
     }
 
@@ -81,17 +81,17 @@ def v12_pods() -> Dict[str, Any]:
     return {
         "version": "1.2", "status": "completed", "server_count": "3",
         "server_list": [
-            {"server_id": "node_0", "host_ip": "172.16.0.100",
+            {"server_id": "node-0", "host_ip": "172.16.0.100",
              "device": [sdev(0, 0, 0), sdev(1, 1, 1)]},
-            {"server_id": "node_1", "host_ip": "172.16.0.101",
+            {"server_id": "node-1", "host_ip": "172.16.0.101",
              "device": [sdev(0, 2, 2), sdev(1, 3, 3)]},
-            {"server_id": "node_2", "host_ip": "172.16.0.102",
+            {"server_id": "node-2", "host_ip": "172.16.0.102",
              "device": [sdev(0, 4, 0), sdev(1, 5, 1)]},
         ],
         "super_pod_list": [
-            {"super_pod_id": "0", "server_list": [{"server_id": "node_0"},
-                                                  {"server_id": "node_1"}]},
-            {"super_pod_id": "1", "server_list": [{"server_id": "node_2"}]},
+            {"super_pod_id": "0", "server_list": [{"server_id": "node-0"},
+                                                  {"server_id": "node-1"}]},
+            {"super_pod_id": "1", "server_list": [{"server_id": "node-2"}]},
         ],
     }
 
@@ -147,7 +147,7 @@ def test_parse_v10_fields_and_extras() -> None:
 def test_parse_v12_super_pods() -> None:
     table = parse(v12_pods(), SOURCE)
     assert table.version == "1.2"
-    assert table.super_pods == (SuperPod("0", ("node_0", "node_1")), SuperPod("1", ("node_2",)))
+    assert table.super_pods == (SuperPod("0", ("node-0", "node-1")), SuperPod("1", ("node-2",)))
     assert [d.super_device_id for s in table.servers for d in s.devices] == [0, 1, 2, 3, 0, 1]
 
 
@@ -359,20 +359,20 @@ BROKEN = [
     ("v12-pods-empty", lambda: edited(v12_pods, ("super_pod_list", [])),
      r"\$\.super_pod_list: must be a non-empty list"),
     ("v12-pod-unknown-server", lambda: edited(v12_pods, (
-        "super_pod_list.1.server_list.0.server_id", "node_9")),
-     (r"\$\.super_pod_list\[1\]\.server_list\[0\]\.server_id: server_id 'node_9' is not in "
-      r"\$\.server_list; use one of node_0, node_1, node_2")),
+        "super_pod_list.1.server_list.0.server_id", "node-9")),
+     (r"\$\.super_pod_list\[1\]\.server_list\[0\]\.server_id: server_id 'node-9' is not in "
+      r"\$\.server_list; use one of node-0, node-1, node-2")),
     ("v12-pod-server-twice", lambda: edited(v12_pods, (
-        "super_pod_list.1.server_list", [{"server_id": "node_2"}, {"server_id": "node_1"}])),
-     r"\$\.super_pod_list\[1\]\.server_list\[1\]\.server_id: server 'node_1' is listed twice"),
+        "super_pod_list.1.server_list", [{"server_id": "node-2"}, {"server_id": "node-1"}])),
+     r"\$\.super_pod_list\[1\]\.server_list\[1\]\.server_id: server 'node-1' is listed twice"),
     ("v12-server-in-no-pod", lambda: edited(v12_pods, ("super_pod_list.1", DELETE)),
-     r"\$\.super_pod_list: server\(s\) 'node_2' are in no super pod"),
+     r"\$\.super_pod_list: server\(s\) 'node-2' are in no super pod"),
     ("v12-pod-id-dup", lambda: edited(v12_pods, ("super_pod_list.1.super_pod_id", "0")),
      r"\$\.super_pod_list\[1\]\.super_pod_id: duplicate super_pod_id '0'"),
     ("v12-super-device-dup", lambda: edited(v12_pods, (
         "server_list.1.device.0.super_device_id", "0")),
-     (r"\$\.super_pod_list: super_device_id 0 is used by server 'node_0' device 0 and by server "
-      r"'node_1' device 0, both in super pod '0'; super_device_id must be unique within a "
+     (r"\$\.super_pod_list: super_device_id 0 is used by server 'node-0' device 0 and by server "
+      r"'node-1' device 0, both in super pod '0'; super_device_id must be unique within a "
       r"super pod")),
     ("v12-pod-unknown-key", lambda: edited(v12_pods, ("super_pod_list.0.name", "a")),
      r"\$\.super_pod_list\[0\]\.name: unknown key 'name' in a super pod entry"),
@@ -609,7 +609,7 @@ def test_generate_from_hccn_conf() -> None:
 
 def test_generate_subset_and_fragment() -> None:
     ips = {d: f"192.168.100.{101 + d}" for d in range(8)}
-    table = generate("node_1", ips, device_ids=[4, 5, 6, 7], first_rank=4)
+    table = generate("node-1", ips, device_ids=[4, 5, 6, 7], first_rank=4)
     assert [(d.device_id, d.rank_id) for d in table.servers[0].devices] == [
         (4, 4), (5, 5), (6, 6), (7, 7)]
     with pytest.raises(RankTableError, match=r"rank 0 is missing.*rank_table merge"):

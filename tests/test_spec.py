@@ -142,7 +142,8 @@ BAD_FILES = [
     pytest.param("name: ../escape\n", r"name: '\.\./escape' is not a DNS-1123 label", id="name-path-escape"),
     pytest.param("name: -lead\n", r"name: '-lead' is not a DNS-1123 label", id="name-leading-dash"),
     pytest.param("name: ''\n", r"name: '' is not a DNS-1123 label", id="name-empty"),
-    pytest.param('name: "abc\\n"\n', r"name: 'abc\\n' is not a DNS-1123 label", id="name-trailing-newline"),
+    pytest.param('name: "abc\\n"\n', r"name: 'abc\\n' contains a control or non-printable character",
+                 id="name-trailing-newline"),
     pytest.param("data:\n  source: idx\n",
                  r"data\.path: data\.source is 'idx' but no folder is given\. Set data\.path", id="idx-without-path"),
 ]
@@ -169,7 +170,7 @@ def test_folder_instead_of_file(tmp_path: Path) -> None:
 def test_not_utf8(tmp_path: Path) -> None:
     path = tmp_path / "job.yaml"
     path.write_bytes(b"name: \xff\xfe\n")
-    with pytest.raises(SpecError, match=re.escape(str(path)) + r": cannot read the file .*UTF-8"):
+    with pytest.raises(SpecError, match=re.escape(str(path)) + r": not UTF-8 text \(byte 6\)\. Write the job spec"):
         load_spec(path)
 
 
@@ -247,7 +248,8 @@ BAD_OVERRIDES = [
     pytest.param(["train.epochs"], r"^--set: train\.epochs: expected key\.path=value\. Write e\.g\.",
                  id="no-equals"),
     pytest.param(["=3"], r"^--set: =3: expected key\.path=value", id="no-key"),
-    pytest.param(["recovery.m=[25,"], r"^--set: recovery\.m: cannot read the value '\[25,'\. Quote strings",
+    pytest.param(["recovery.m=[25,"],
+                 r"^--set: recovery\.m: cannot read the value '\[25,' \(YAML syntax error: .*\)\. Quote strings",
                  id="bad-yaml-value"),
     pytest.param(["train.epochs=two"], r"^--set: train\.epochs: expected an integer, got 'two'",
                  id="bad-type"),
