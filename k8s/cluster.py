@@ -111,18 +111,14 @@ class Cluster:
                     raise explain(e, f"create {kind} {self.namespace}/{name}") from None
                 if kind == "PersistentVolumeClaim":
                     report(f"{kind.lower()}/{name} exists: kept (its data stay)")
-                elif kind == "ConfigMap":
+                elif kind in ("ConfigMap", "NetworkPolicy"):  # the render's: replaced by the new one
+                    replace = (self.core.replace_namespaced_config_map if kind == "ConfigMap"
+                               else self.networking.replace_namespaced_network_policy)
                     try:
-                        self.core.replace_namespaced_config_map(name, self.namespace, obj, **extra)
+                        replace(name, self.namespace, obj, **extra)
                     except ApiException as e2:
-                        raise explain(e2, f"replace ConfigMap {self.namespace}/{name}") from None
-                    report(f"configmap/{name} replaced{suffix}")
-                elif kind == "NetworkPolicy":
-                    try:
-                        self.networking.replace_namespaced_network_policy(name, self.namespace, obj, **extra)
-                    except ApiException as e2:
-                        raise explain(e2, f"replace NetworkPolicy {self.namespace}/{name}") from None
-                    report(f"networkpolicy/{name} replaced{suffix}")
+                        raise explain(e2, f"replace {kind} {self.namespace}/{name}") from None
+                    report(f"{kind.lower()}/{name} replaced{suffix}")
                 else:
                     raise ClusterError(f"Volcano job {self.namespace}/{name} already exists. Delete it first "
                                        f"(python -m k8s delete {name}), or rename the job (name: in the spec)"

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import hashlib
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))
 
 from common.files import atomic_write_text  # noqa: E402
+from common.records import sha256_file  # noqa: E402
 
 OUT = HERE / "tf115_api.txt"
 VERSION = "1.15.5"
@@ -106,14 +106,6 @@ def api_names(wheel: Path) -> List[str]:
     return sorted(out)
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def render(names: Iterable[str], digest: str) -> str:
     names = list(names)
     header = [
@@ -143,7 +135,7 @@ def main(argv: List[str]) -> int:
             print(f"error: {wheel}: not a file; pass --wheel PATH to {WHEEL}", file=sys.stderr)
             return 2
         names = api_names(wheel)
-        text = render(names, sha256(wheel))
+        text = render(names, sha256_file(wheel))
     atomic_write_text(args.out, text)
     print(f"{args.out}: {len(names)} names, {len(text.encode()) // 1024} KiB")
     return 0
