@@ -10,7 +10,6 @@ Neither ``python -m launcher SPEC --dry-run`` nor ``python -m rank_table validat
 from __future__ import annotations
 
 import os
-import resource
 import signal
 import stat
 import subprocess
@@ -18,7 +17,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import pytest
 
@@ -38,35 +37,42 @@ class Run:
         self.seconds, self.peak_bytes = seconds, peak_bytes
 
 
-def _limits() -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (SAFETY_BYTES, SAFETY_BYTES))
+# The child is started by this small trampoline, not by the test process itself: Linux carries the
+# larger of the old and the new address space's peak RSS across execve (fs/exec.c exec_mmap,
+# setmax_mm_hiwater_rss), so a child forked straight from a pytest worker that has imported
+# TensorFlow would report the worker's ~330 MB as its own peak. The trampoline's own footprint is a
+# bare interpreter's; it reports the command's peak RSS (wait4) on its last stderr line.
+TRAMPOLINE = """
+import os, resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (int(sys.argv[1]), int(sys.argv[1])))
+pid = os.fork()
+if pid == 0:
+    os.execv(sys.argv[2], sys.argv[2:])
+_, status, usage = os.wait4(pid, 0)
+sys.stderr.write("\\n@peak %d" % (usage.ru_maxrss * 1024))
+sys.exit(os.waitstatus_to_exitcode(status) & 255)
+"""
 
 
 def run(*argv: str, cwd: Path = REPO) -> Run:
-    """``python -m argv...`` with its wall time and its own peak RSS (os.wait4, not RUSAGE_CHILDREN,
-    which is the largest of every child so far); killed after 3 x SECONDS."""
+    """``python -m argv...`` with its wall time and its own peak RSS (see TRAMPOLINE); killed after
+    3 x SECONDS."""
     env = {k: v for k, v in os.environ.items() if k not in _DROP and not k.startswith(("CM_", "PYTEST_"))}
     env.update(PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2")
     began = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", *argv], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, preexec_fn=_limits, start_new_session=True)
-    out: Dict[str, bytes] = {}
-    readers = [threading.Thread(target=lambda n=name, s=stream: out.__setitem__(n, s.read()))
-               for name, stream in (("out", proc.stdout), ("err", proc.stderr))]
-    for t in readers:
-        t.start()
+    proc = subprocess.Popen([sys.executable, "-S", "-c", TRAMPOLINE, str(SAFETY_BYTES), sys.executable, "-m", *argv],
+                            cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
     killer = threading.Timer(3 * SECONDS, lambda: os.killpg(proc.pid, signal.SIGKILL))
     killer.start()
     try:
-        _, status, usage = os.wait4(proc.pid, 0)
+        stdout, stderr = proc.communicate()
     finally:
         killer.cancel()
     seconds = time.monotonic() - began
-    for t in readers:
-        t.join()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return Run(proc.returncode, out["out"].decode(errors="replace"), out["err"].decode(errors="replace"),
-               seconds, usage.ru_maxrss * 1024)
+    err, _, peak = stderr.decode(errors="replace").rpartition("\n@peak ")
+    assert peak.strip().isdigit(), stderr[-2000:]  # the trampoline reported (it was not killed)
+    return Run(proc.returncode, stdout.decode(errors="replace"), err, seconds, int(peak))
 
 
 def refused(result: Run, *fragments: str, code: int = 2) -> str:

@@ -218,8 +218,9 @@ def test_more_recovery_images_than_held_out_is_one_line_error(tmp_path: Path) ->
     result = run_launcher(SPEC, *sets(output_dir=tmp_path / "run", stages="[recover]", recovery__methods="[lasso]",
                                       recovery__images=2000))
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stderr.strip() == ("error: job spec: recovery.images: 2000 but only 1000 held-out images exist. "
-                                     "Lower recovery.images or raise data.heldout")
+    assert result.stderr.strip() == ("error: configs/smoke.yaml with --set output_dir, stages, recovery.methods, "
+                                     "recovery.images: recovery.images: 2000 but only 1000 held-out images exist. "
+                                     "Lower recovery.images or raise data.heldout")  # checked before any rank starts
 
 
 @pytest.mark.parametrize("train, expected", [
