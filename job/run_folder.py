@@ -7,10 +7,10 @@ folder is refused before anything is written (the dry run refuses it the same wa
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import List
 
+from common import inputs
 from common.files import atomic_write_json
 from common.schema import SpecError
 from common.version import VERSION
@@ -53,14 +53,14 @@ def claim_output_dir(spec: JobSpec) -> None:
 
 
 def _check_marker(marker: Path, job: str) -> None:
-    try:
-        recorded = json.loads(marker.read_text(encoding="utf-8", errors="replace"))
-    except (ValueError, RecursionError) as e:
-        raise SpecError(str(marker), "output_dir", f"unreadable run-folder marker ({str(e)[:100]})",
+    try:  # through the door: a FIFO or a huge file named .csgm-run is refused, not read
+        recorded = inputs.read_json(marker, inputs.RECORD_BYTES, "run-folder marker")
+    except inputs.InputError as e:
+        raise SpecError(str(marker), "output_dir", f"unreadable run-folder marker ({e.problem})",
                         f"{ELSEWHERE}, or rewrite it: {{\"job\": \"{job}\"}}") from None
     name = recorded.get("job") if isinstance(recorded, dict) else None
     if name != job:
-        raise SpecError(str(marker.parent), "output_dir", f"is the run folder of job {str(name)[:80]!r}, not {job!r}",
+        raise SpecError(str(marker.parent), "output_dir", f"is the run folder of job {inputs.shown(name)}, not {job!r}",
                         ELSEWHERE)
 
 

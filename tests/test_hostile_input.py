@@ -174,6 +174,14 @@ def test_fifo_spec_fails_at_once(tmp_path: Path) -> None:
     refused(dry_run(spec), str(spec), "not a regular file")
 
 
+def test_fifo_run_folder_marker_fails_at_once(tmp_path: Path) -> None:
+    folder = tmp_path / "run"
+    folder.mkdir()
+    os.mkfifo(folder / ".csgm-run")
+    refused(dry_run(REPO / "configs/smoke.yaml", "--output-dir", str(folder)), str(folder / ".csgm-run"),
+            "not a regular file")
+
+
 @pytest.mark.parametrize("device", ["/dev/zero", "/dev/urandom"])
 def test_device_as_rank_table_or_spec(tmp_path: Path, device: str) -> None:
     refused(validate(Path(device)), device, "is a character device")
