@@ -62,6 +62,16 @@ def unseal(record: Any) -> Dict[str, Any]:
     return content
 
 
+def is_number(value: Any) -> bool:
+    """A JSON number read back: int or float, not a bool (``True`` is an int in Python)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def is_count(value: Any, least: int = 0) -> bool:
+    """A whole JSON number >= ``least`` (not a bool, not 2.0)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
 def write_sealed_json(path: PathLike, record: Dict[str, Any]) -> None:
     atomic_write_json(path, seal(record))
 

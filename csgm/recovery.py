@@ -21,7 +21,7 @@ import numpy as np
 
 from common import inputs
 from common.files import atomic_write_bytes
-from common.records import RecordError, read_sealed_json, sha256_bytes, write_sealed_json
+from common.records import RecordError, is_number, read_sealed_json, sha256_bytes, write_sealed_json
 from common.schema import SpecError
 from csgm import baselines, measure, sparse_gen
 from csgm.config import RecoveryConfig
@@ -149,17 +149,13 @@ class UnitStore:
                            "rows": rows, "npy_sha256": sha256_bytes(buffer.getvalue())})
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def unit_problem(record: dict, unit: Unit, digest: str) -> str:
     """Why an intact unit record is not this unit's result under these settings, or ''."""
     if record.get("digest") != digest:
         return "computed under other settings (recovery, data or generator checkpoint)"
     if record.get("unit") != asdict(unit):
         return "records another unit"
-    if not isinstance(record.get("npy_sha256"), str) or not _is_number(record.get("seconds")):
+    if not isinstance(record.get("npy_sha256"), str) or not is_number(record.get("seconds")):
         return "npy_sha256 or seconds missing"
     rows = record.get("rows")
     if not isinstance(rows, list) or len(rows) != unit.stop - unit.first:
@@ -170,7 +166,7 @@ def unit_problem(record: dict, unit: Unit, digest: str) -> str:
                                              for k, v in expected.items()):
             return f"rows[{offset}]: not the row of image {unit.first + offset} of this unit"
         # mse >= 0 or NaN (a diverged solve is a result too); never negative, never missing
-        if not _is_number(row.get("mse")) or row["mse"] < 0 or not _is_number(row.get("noise_std")):
+        if not is_number(row.get("mse")) or row["mse"] < 0 or not is_number(row.get("noise_std")):
             return f"rows[{offset}]: mse or noise_std missing or not a number >= 0"
     return ""
 

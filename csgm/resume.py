@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 from common.inputs import shown
-from common.records import RecordError, read_sealed_json, short_digest
+from common.records import RecordError, is_count, is_number, read_sealed_json, short_digest
 from common.schema import to_data
 from csgm.config import DataConfig, TrainConfig
 
@@ -89,26 +89,18 @@ def read_meta(path: Path) -> Dict[str, Any]:
     return meta
 
 
-def _count(value: Any, least: int = 0) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= least
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def meta_problem(meta: Dict[str, Any]) -> Optional[str]:
     """Why a checkpoint's meta cannot be used (a key missing or of the wrong type), or None."""
     for key in ("epoch", "step"):
-        if not _count(meta.get(key)):
+        if not is_count(meta.get(key)):
             return f"{key}: {shown(meta.get(key))} is not a whole number >= 0"
-    if not _count(meta.get("epoch_examples", 0)):
+    if not is_count(meta.get("epoch_examples", 0)):
         return f"epoch_examples: {shown(meta['epoch_examples'])} is not a whole number >= 0"
     model = meta.get("model", {})
-    if not isinstance(model, dict) or not all(_count(model.get(k, 1), 1) for k in ("latent_dim", "hidden")):
+    if not isinstance(model, dict) or not all(is_count(model.get(k, 1), 1) for k in ("latent_dim", "hidden")):
         return f"model: {shown(model)} is not {{latent_dim, hidden}} as whole numbers >= 1"
     for key in ("loss", "heldout_recon_mse", "validation_recon_mse"):
-        if meta.get(key) is not None and not _number(meta[key]):
+        if meta.get(key) is not None and not is_number(meta[key]):
             return f"{key}: {shown(meta[key])} is not a number"
     if not isinstance(meta.get("digest", ""), str):
         return f"digest: {shown(meta['digest'])} is not a string"
