@@ -43,8 +43,8 @@ def _render_flags(render: argparse.ArgumentParser, namespace: bool = True) -> No
                         help="servers (one pod each) (default: 1)")
     render.add_argument("--image", default=None, metavar="IMAGE",
                         help=f"the job's image, as the nodes pull it (default: {r.IMAGE_NAME}:{VERSION}-<stack>, "
-                             f"the stack npu.adapter needs: {r.ADAPTER_STACK['npu_bridge']} for npu_bridge, "
-                             f"{r.ADAPTER_STACK['npu_device']} otherwise; {r.IMAGE_NAME}:{VERSION} for --target gpu)")
+                             f"the stack npu.adapter needs: {r.IMAGE_STACK['npu_bridge']} for npu_bridge, "
+                             f"{r.IMAGE_STACK['npu_device']} otherwise; {r.IMAGE_NAME}:{VERSION} for --target gpu)")
     if namespace:
         render.add_argument("--namespace", metavar="NS",
                             help="namespace of every object (default: none, i.e. kubectl's current one)")
