@@ -108,8 +108,8 @@ class RecoveryConfig:
                             choices=("fp32", "mixed"))
     # Where the steps go (csgm.schedule): per-image decisions, so results do not depend on batching.
     # The defaults were chosen on validation digits by bench/schedule_tuning.py (bench/schedule_tuning.md;
-    # test digits: docs/benchmarks.md); prune_after: 0
-    # and stop_tol: 0 run every restart for all iters, as the reference.
+    # test digits: docs/benchmarks.md); prune_after: 0, stop_tol: 0
+    # and polish_steps: 0 run every restart for all iters, as the reference.
     prune_after: int = option(100, "steps every restart runs before pruning; then each doubling of the "
                               "steps keeps the better half of an image's restarts by total loss; 0: never",
                               min=0)
@@ -125,6 +125,9 @@ class RecoveryConfig:
     stop_window: int = option(50, "steps between an image's convergence checks", min=1)
     stop_tol: float = option(3e-4, "an image stops once its best total loss improved by less than this "
                              "fraction over the last stop_window steps; 0: never stop early", min=0.0)
+    polish_steps: int = option(400, "after its restarts are done, each image's winning restart runs this many more "
+                               "Adam steps with the learning rate falling linearly to learning_rate / polish_steps "
+                               "(vae, vae_reg, from m = small_m on; the full budget: 0)", min=0, max=100000)
     sparse_gen_keep: int = option(3, "restarts per image that Sparse-Gen's pruning keeps into its z-and-nu "
                                   "phase (it prunes from prune_after as the others and never stops early: "
                                   "its error keeps falling while nu sharpens)", min=1)
@@ -145,4 +148,4 @@ class RecoveryConfig:
         """Where the steps go, over ``iters`` steps per restart (default: ``self.iters``; Sparse-Gen
         brings its authors' budget per m)."""
         return Schedule(self.iters if iters is None else iters, self.prune_after, self.prune_keep,
-                        self.stop_window, self.stop_tol, prune_trend=self.prune_trend)
+                        self.stop_window, self.stop_tol, prune_trend=self.prune_trend, polish=self.polish_steps)

@@ -5,12 +5,14 @@ CSGM runs all restarts of all images of a batch as one tensor inside one compile
 sum of those, so every restart follows exactly its own Adam trajectory whatever else is in the
 batch. Per image the restart with the lowest final total loss wins, as in the reference code.
 The loop runs in chunks between which ``csgm.schedule`` prunes restarts and retires converged
-images (per image, from its own losses); the full budget is the schedule that does neither.
+images (per image, from its own losses); the full budget is the schedule that does neither. With
+``Schedule.polish`` each image's winner then runs that many more steps at a falling rate.
 """
 
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 from typing import Callable, Optional, Tuple
 
 import numpy as np
@@ -44,9 +46,10 @@ class CsgmSolver:
             tf.TensorSpec([None, None, k], tf.float32),  # Adam's m
             tf.TensorSpec([None, None, k], tf.float32),  # Adam's v
             tf.TensorSpec([], tf.float32),              # zprior weight
-            tf.TensorSpec([], tf.int32),                # steps already taken
+            tf.TensorSpec([None], tf.int32),            # steps each image has taken [B]
             tf.TensorSpec([], tf.int32),                # steps to take
             tf.TensorSpec([], tf.float32),              # learning rate
+            tf.TensorSpec([], tf.float32),              # anneal: 0 constant rate, 1 falling to lr / steps
         ])
 
     def _losses(self, a: tf.Tensor, y: tf.Tensor, z: tf.Tensor, weight: tf.Tensor) -> tf.Tensor:
@@ -57,17 +60,30 @@ class CsgmSolver:
         m_loss = tf.reduce_mean(tf.square(y[None] - y_hat), axis=-1)
         return m_loss + weight * tf.reduce_sum(tf.square(z), axis=-1)
 
-    def _advance_graph(self, a, y, z, m, v, weight, first, steps, lr):
+    def _advance_graph(self, a, y, z, m, v, weight, first, steps, lr, anneal):
         def step(i, z, m, v):
             with tf.GradientTape() as tape:
                 tape.watch(z)
                 total = tf.reduce_sum(self._losses(a, y, z, weight))
             grad = tape.gradient(total, z)
-            z, m, v = adam_update(z, grad, m, v, first + i + 1, lr)
+            rate = lr * (1.0 - anneal * tf.cast(i, tf.float32) / tf.cast(steps, tf.float32))
+            z, m, v = adam_update(z, grad, m, v, (first + i + 1)[None, :, None], rate)
             return i + 1, z, m, v
 
         _, z, m, v = tf.while_loop(lambda i, *_: i < steps, step, (tf.constant(0), z, m, v))
         return z, m, v, self._losses(a, y, z, weight)
+
+    def polish(self, a: np.ndarray, y: np.ndarray, state: schedule.State, done: np.ndarray, zprior_weight: float,
+               learning_rate: float, steps: int) -> Tuple[schedule.State, np.ndarray]:
+        """Each image's winner (``state`` [B, k] arrays z, m, v after ``done`` [B] steps) run
+        ``steps`` more steps with the rate falling linearly to ``learning_rate / steps``: a
+        constant-rate Adam ends wherever its last steps left it around the minimum. Returns the new
+        state and total loss [B]."""
+        out = self._advance(np.asarray(a, np.float32), np.asarray(y, np.float32),
+                            *(np.asarray(state[k], np.float32)[None] for k in ("z", "m", "v")),
+                            np.float32(zprior_weight), np.asarray(done, np.int32), np.int32(steps),
+                            np.float32(learning_rate), np.float32(1.0))
+        return {k: np.asarray(t)[0] for k, t in zip(("z", "m", "v"), out)}, np.asarray(out[3])[0]
 
     def solve_scheduled(self, a: np.ndarray, y: np.ndarray, z0: np.ndarray, zprior_weight: float,
                         learning_rate: float, plan: schedule.Schedule,
@@ -80,12 +96,18 @@ class CsgmSolver:
 
         def advance(state, per_image, first, steps):
             z, m, v, losses = self._advance(a, per_image["y"], state["z"], state["m"], state["v"], weight,
-                                            np.int32(first), np.int32(steps), rate)
+                                            np.full(len(per_image["y"]), first, np.int32), np.int32(steps), rate,
+                                            np.float32(0.0))
             return {"z": z, "m": m, "v": v}, losses
 
         zeros = np.zeros_like(z0, np.float32)
         outcome = schedule.run(plan, {"z": np.asarray(z0, np.float32), "m": zeros, "v": zeros},
                                {"y": np.asarray(y, np.float32)}, advance, observe)
+        if plan.polish > 0:
+            state, loss = self.polish(a, y, outcome.state, outcome.steps, zprior_weight, learning_rate, plan.polish)
+            outcome = replace(outcome, state=state, loss=loss, steps=outcome.steps + plan.polish,
+                              restart_steps=outcome.restart_steps + plan.polish,
+                              computed_row_steps=outcome.computed_row_steps + plan.polish * len(loss))
         return self.decode(outcome.state["z"]), outcome
 
     def solve(self, a: np.ndarray, y: np.ndarray, z0: np.ndarray, zprior_weight: float, iters: int,

@@ -16,6 +16,11 @@ image's own losses only:
   Checks start at step ``stop_from``: a solver whose objective changes at some step (Sparse-Gen
   starts moving nu there) must not retire an image for having settled in the earlier phase.
 
+- **polish** (``polish`` > 0, the CSGM solver's, after :func:`run`): each image's winner runs that
+  many more steps with the learning rate falling linearly to lr / polish. At a constant rate Adam ends
+  wherever its last steps left it around the minimum, which is what the full budget's best-of-10
+  choice partly selects on; polish settles the one restart that is kept instead.
+
 Finished images leave the batch and pruned restarts leave the state, so they stop costing work;
 the state is re-packed to a few padded sizes (``_bucket``) so a compiled loop sees few shapes.
 ``observe`` (optional) sees every chunk's losses before the decisions, e.g. to record
@@ -49,6 +54,7 @@ class Schedule:
     stop_from: int = 0         # no convergence check before this step
     prune_trend: float = 0.0   # 0: prune by the loss; > 0: by forecast() (an extra check at prune_after // 2)
     record_every: int = 0      # > 0: also end a chunk every this many steps (for ``observe``)
+    polish: int = 0            # > 0: the winner's extra steps at a falling rate (the solver's, after run())
 
     def keep_at(self, step: int, restarts: int) -> int:
         """Restarts per image still running after ``step``."""
@@ -78,7 +84,7 @@ class Schedule:
     def planned_restart_steps(self, restarts: int) -> int:
         """Restart-steps per image if it never stops early (the full budget: restarts x iters)."""
         marks = [0] + [b for b in self.boundaries(restarts) if b <= self.iters]
-        return sum(self.keep_at(lo, restarts) * (hi - lo) for lo, hi in zip(marks, marks[1:]))
+        return sum(self.keep_at(lo, restarts) * (hi - lo) for lo, hi in zip(marks, marks[1:])) + self.polish
 
 
 @dataclass

@@ -6,6 +6,7 @@ of the paper's reference code, not against itself.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Tuple
 
 import numpy as np
@@ -401,3 +402,21 @@ def test_scheduled_solve_prunes_and_stops_per_image(small_vae: VAE, solver: Csgm
 def _loss_of(model: VAE, a: np.ndarray, y: np.ndarray, z: np.ndarray, weight: float) -> np.ndarray:
     x = model.decode(tf.constant(z)).numpy().astype(np.float64)
     return np.mean((y - x @ a) ** 2, axis=-1) + weight * np.sum(z.astype(np.float64) ** 2, axis=-1)
+
+
+def test_polish_lowers_the_winners_loss_per_image(small_vae: VAE, solver: CsgmSolver) -> None:
+    """recovery.polish_steps: the winner of each image runs on at a falling rate after the schedule;
+    its loss goes down, the count of steps says so, and an image's result still ignores its batch."""
+    spec, exp, a, y = _problem(5, restarts=4)
+    plan = Schedule(120, prune_after=20, prune_keep=1, stop_window=20, stop_tol=1e-2)
+    polished = replace(plan, polish=40)
+    z0 = initial_latents(spec, exp, np.arange(5), K)
+    _, out = solver.solve_scheduled(a, y, z0, 0.1, 0.05, plan)
+    x_all, pol = solver.solve_scheduled(a, y, z0, 0.1, 0.05, polished)
+    assert polished.planned_restart_steps(4) == plan.planned_restart_steps(4) + 40
+    np.testing.assert_array_equal(pol.steps, out.steps + 40)
+    np.testing.assert_array_equal(pol.restart_steps, out.restart_steps + 40)
+    assert (pol.loss <= out.loss * (1 + 1e-6)).all() and pol.loss.mean() < out.loss.mean(), (out.loss, pol.loss)
+    np.testing.assert_allclose(pol.loss, _loss_of(small_vae, a, y, pol.state["z"], 0.1), rtol=1e-4)
+    x_two, _ = solver.solve_scheduled(a, y[[3, 1]], z0[:, [3, 1]], 0.1, 0.05, polished)
+    np.testing.assert_allclose(x_two, x_all[[3, 1]], atol=1e-4)
