@@ -9,7 +9,7 @@ PIP := $(PY) -m pip --disable-pip-version-check
 TF_PIN := tensorflow-cpu==2.18.1
 SPEC ?= configs/mnist_1p.yaml
 
-.PHONY: run test setup setup-dev horovod data lint pytest docs-check bench image-check clean
+.PHONY: run test test-slow setup setup-dev horovod data lint pytest docs-check bench image-check clean
 
 run: setup
 	$(PY) -m launcher $(SPEC)
@@ -54,7 +54,11 @@ lint: setup-dev
 # subprocesses, sockets and grace periods, so two of them share the 2 cores well (docs/benchmarks.md).
 PYTEST_WORKERS ?= 2
 pytest: setup-dev
-	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile --durations=15 tests
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile --durations=15 -m "not slow" tests
+
+# The measurement-sized tests `make test` leaves out (the 100-epoch two-rank convergence check).
+test-slow: setup-dev
+	$(PY) -m pytest -q -m slow tests
 
 # Every shell command of README.md, configs/README.md and docs/ run or checked (seconds; part of `make test`).
 docs-check: setup-dev

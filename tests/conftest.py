@@ -10,7 +10,12 @@ import pytest
 # "Test time"). Collected first, they start first on the two xdist workers (make test runs
 # `-n 2 --dist loadfile`), and the many short files fill in behind them instead of one long file
 # starting last and running alone.
-HEAVY_FIRST = ("test_distributed.py", "test_faults.py", "test_job.py", "test_npu_emulated.py")
+HEAVY_FIRST = ("test_distributed.py", "test_faults.py", "test_npu_bridge.py", "test_job.py", "test_npu_emulated.py")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # `make test` leaves these out (`-m "not slow"`) to stay under 15 minutes; `make test-slow` runs them.
+    config.addinivalue_line("markers", "slow: a measurement-sized test (minutes), run by `make test-slow`")
 
 
 def pytest_collection_modifyitems(items: List[pytest.Item]) -> None:

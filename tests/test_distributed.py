@@ -133,6 +133,7 @@ def one_rank_heldout_error(tmp_path_factory: pytest.TempPathFactory) -> float:
     return _heldout_error(out)
 
 
+@pytest.mark.slow  # 3-4 minutes on the Intel machine kind: `make test-slow`, not `make test` (docs/benchmarks.md)
 def test_two_ranks_reach_the_heldout_error_of_one_rank(tmp_path: Path, one_rank_heldout_error: float) -> None:
     """Real training on the 4,000 sample digits, 100 epochs: per-device batch 100 on 2 ranks (half
     the steps of 1 rank) ends within 5% of one rank's held-out autoencoding error (40 or 60 epochs
