@@ -6,8 +6,12 @@ import numpy as np
 import pytest
 
 from bench.recovery import paired
-from bench.schedule_tuning import EVERY, replay
+from bench.schedule_tuning import EVERY, outcome_errors
 from csgm.schedule import Schedule
+
+
+def replay(plan, losses, errors):
+    return outcome_errors(plan, ("test", "vae", 100), {"losses": losses, "errors": errors}, None)
 
 
 @pytest.mark.parametrize("full, other, diff, worse", [
@@ -40,3 +44,20 @@ def test_replay_prunes_on_the_recorded_losses() -> None:
     pruned, _ = replay(Schedule(8 * EVERY, prune_after=2 * EVERY, prune_keep=1), losses, errors)
     full, _ = replay(Schedule(8 * EVERY), losses, errors)
     assert pruned[0] == 3 and full[0] == 7
+
+
+def test_score_caps_the_work_where_the_speed_target_is_measured() -> None:
+    """--max-work bounds the restart-steps at m = 100 (bench.recovery's point), not over every m:
+    below small_m the tuner may keep every restart without touching the speed target."""
+    from bench.schedule_tuning import SPEED_M, score
+    from csgm.config import RecoveryConfig
+
+    rng = np.random.default_rng(1)
+    points = {}
+    for m in (10, SPEED_M):
+        losses = np.sort(rng.uniform(0, 1, (40, 10, 6)), axis=0)[::-1]
+        points[("t", "vae", m)] = {"losses": losses, "errors": rng.uniform(0, 1, losses.shape)}
+    spec = RecoveryConfig(prune_keep_small_m=10, stop_tol=0.0, polish_steps=0)
+    sc = score(spec, points)
+    assert sc["rows"]["t-vae-10"]["work"] == 1.0 and sc["rows"]["t-vae-10"]["diff"] == 0.0
+    assert sc["work_speed_m"] == sc["rows"][f"t-vae-{SPEED_M}"]["work"] < 0.5 < sc["work"]
