@@ -6,7 +6,7 @@ Same generator, same images, same matrices, noise and initial latents for every 
 measurements, noise 0.1, 10 restarts x 1000 Adam steps). Sides:
 - reference: the reference code's style (bench/reference_tf1.py: one session.run per Adam step,
   restarts one after another, batches of 10), VAE+Reg at m = 100 on the first images only (slow);
-- full budget: this project with pruning and stopping off (every restart runs every step);
+- full budget: this project with pruning, stopping and polish off (every restart runs every step);
 - defaults: this project with the spec's default schedule (csgm.schedule: restart pruning and
   per-image stopping);
 - defaults, mixed: the same with ``recovery.precision: mixed`` (bfloat16 generator products), to
@@ -34,7 +34,7 @@ from bench.common import RESULTS, in_fresh_process, launch, save, table
 
 SPEC = "configs/mnist_1p.yaml"
 METHODS = ["vae", "vae_reg", "sparse_gen"]
-FULL_BUDGET = {"recovery.prune_after": 0, "recovery.stop_tol": 0.0}
+FULL_BUDGET = {"recovery.prune_after": 0, "recovery.stop_tol": 0.0, "recovery.polish_steps": 0}
 
 
 def recovery_sets(images: int, ms: List[int]) -> Dict[str, Any]:

@@ -110,20 +110,21 @@ class RecoveryConfig:
     # The defaults were chosen on validation digits by bench/schedule_tuning.py (bench/schedule_tuning.md;
     # test digits: docs/benchmarks.md); prune_after: 0, stop_tol: 0
     # and polish_steps: 0 run every restart for all iters, as the reference.
-    prune_after: int = option(100, "steps every restart runs before pruning; then each doubling of the "
+    prune_after: int = option(50, "steps every restart runs before pruning; then each doubling of the "
                               "steps keeps the better half of an image's restarts by total loss; 0: never",
                               min=0)
     prune_keep: int = option(2, "restarts per image that pruning keeps to the end", min=1)
     small_m: int = option(75, "below this many measurements pruning keeps at least prune_keep_small_m "
                           "restarts: with m near the latent size an image's early losses rank its restarts "
                           "less reliably (chosen on validation digits: bench/schedule_tuning.md)", min=0)
-    prune_keep_small_m: int = option(3, "restarts per image that pruning keeps to the end when m < small_m "
-                                     "(every method, Sparse-Gen included)", min=1)
+    prune_keep_small_m: int = option(10, "restarts per image that pruning keeps to the end when m < small_m "
+                                     "(every method, Sparse-Gen included; 10, the default with 10 restarts: "
+                                     "no pruning there, as no early statistic tried ranked restarts safely)", min=1)
     prune_trend: float = option(0.0, "0: pruning ranks an image's restarts by total loss; > 0: by the loss less "
                                 "this times the further drop its slope since the previous check forecasts "
                                 "(csgm.schedule.forecast), so a restart still falling fast is kept", min=0.0)
     stop_window: int = option(50, "steps between an image's convergence checks", min=1)
-    stop_tol: float = option(3e-4, "an image stops once its best total loss improved by less than this "
+    stop_tol: float = option(0.0, "an image stops once its best total loss improved by less than this "
                              "fraction over the last stop_window steps; 0: never stop early", min=0.0)
     polish_steps: int = option(400, "after its restarts are done, each image's winning restart runs this many more "
                                "Adam steps with the learning rate falling linearly to learning_rate / polish_steps "

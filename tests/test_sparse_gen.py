@@ -130,20 +130,28 @@ def test_generator_input_images_are_seeded_per_image(small_vae: VAE) -> None:
     assert not np.allclose(input_latents(RecoveryConfig(input="generator", seed=5), np.arange(5), K), z)
 
 
-@pytest.mark.parametrize("method, m, expected", [
-    ("vae", 100, (1000, 2, 0.0003)),
-    ("vae", 74, (1000, 3, 0.0003)),          # few measurements: 3 restarts kept (recovery.small_m)
-    ("vae_reg_l1", 10, (1000, 3, 0.0003)),
-    ("vae_reg", 75, (1000, 2, 0.0003)),
-    ("sparse_gen", 25, (1500, 3, 0.0)),
-    ("sparse_gen", 100, (1500, 3, 0.0)),   # the authors' budget, 3 restarts into the nu phase, no stop
-    ("sparse_gen", 500, (3000, 3, 0.0)),
+STOPPING = dict(stop_tol=3e-4, prune_keep_small_m=3)  # a spec that stops early and prunes below small_m
+
+
+@pytest.mark.parametrize("overrides, method, m, expected", [
+    # (iters, restarts kept, stop_tol, polish steps)
+    ({}, "vae", 100, (1000, 2, 0.0, 400)),
+    ({}, "vae", 74, (1000, 10, 0.0, 0)),        # few measurements: no pruning, no polish (recovery.small_m)
+    ({}, "vae_reg_l1", 10, (1000, 10, 0.0, 0)),
+    ({}, "vae_reg", 75, (1000, 2, 0.0, 400)),
+    ({}, "sparse_gen", 25, (1500, 10, 0.0, 0)),
+    ({}, "sparse_gen", 100, (1500, 3, 0.0, 0)),   # the authors' budget, 3 restarts into the nu phase
+    ({}, "sparse_gen", 500, (3000, 3, 0.0, 0)),
+    (STOPPING, "vae", 100, (1000, 2, 3e-4, 400)),
+    (STOPPING, "vae", 74, (1000, 3, 3e-4, 0)),
+    (STOPPING, "sparse_gen", 100, (1500, 3, 0.0, 0)),  # Sparse-Gen never stops early
+    (STOPPING, "sparse_gen", 25, (1500, 3, 0.0, 0)),
 ])
-def test_each_method_follows_its_schedule(method: str, m: int, expected) -> None:
+def test_each_method_follows_its_schedule(overrides, method: str, m: int, expected) -> None:
     from csgm.recovery import method_schedule
 
-    plan = method_schedule(RecoveryConfig(), method, m)
-    assert (plan.iters, plan.prune_keep, plan.stop_tol) == expected and plan.prune_after == 100
+    plan = method_schedule(RecoveryConfig(**overrides), method, m)
+    assert (plan.iters, plan.prune_keep, plan.stop_tol, plan.polish) == expected and plan.prune_after == 50
 
 
 def test_sparse_gen_runs_in_the_csgm_solvers_graph_precision(small_vae: VAE) -> None:
