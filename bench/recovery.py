@@ -7,8 +7,8 @@ measurements, noise 0.1, 10 restarts x 1000 Adam steps). Sides:
 - reference: the reference code's style (bench/reference_tf1.py: one session.run per Adam step,
   restarts one after another, batches of 10), VAE+Reg at m = 100 on the first images only (slow);
 - full budget: this project with pruning, stopping and polish off (every restart runs every step);
-- defaults: this project with the spec's default schedule (csgm.schedule: restart pruning and
-  per-image stopping);
+- defaults: this project with the spec's default schedule (csgm.schedule: restart pruning from m = 75,
+  the winner's polish);
 - defaults, mixed: the same with ``recovery.precision: mixed`` (bfloat16 generator products), to
   see whether this CPU's bf16 instructions pay at unchanged error (the spec's default is fp32).
 Both project sides run vae, vae_reg and sparse_gen (its authors' budget per m: 1,500 or 3,000

@@ -3,6 +3,7 @@
     python -m bench.schedule_tuning record --generator runs/g1p --name 1p   # one full-budget run
     python -m bench.schedule_tuning tune --generator 1p=runs/g1p ...         # minutes (polish is computed)
     python -m bench.schedule_tuning polish --generator runs/g1p --name 1p    # what polish alone does
+    python -m bench.schedule_tuning solve --generator runs/g1p --name 1p     # the same by real solves
     python -m bench.schedule_tuning judge --full DIR --defaults DIR          # paired, on test digits
 
 ``record`` runs the full budget (10 restarts x the method's iters, no pruning, no stopping) of
@@ -20,7 +21,8 @@ is at most ``--margin`` SEM at every recorded point (margin below 1, so that the
 which chose nothing, have room), and writes ``bench/schedule_tuning.json`` and ``.md``. With the
 generators given, candidates also try ``recovery.polish_steps``: the winner's extra steps at a
 falling rate cannot be replayed, so each winner is polished for real (``CsgmSolver.polish``) from
-its recorded Adam state (vae and vae_reg record z, m and v; Sparse-Gen's nu is too large to keep).
+its recorded Adam state (vae and vae_reg record z, m and v; Sparse-Gen's nu is too large to keep,
+so the replay scores Sparse-Gen without polish and ``solve`` measures its polish by real solves).
 
 ``judge`` compares two launcher runs on the same (test) images: the paired table of the issue.
 """
@@ -212,7 +214,11 @@ def full_budget(plan: Any) -> Any:
 
 def outcome_errors(plan: Any, key: Tuple[str, str, int], tr: Dict[str, np.ndarray],
                    polisher: Optional[Polisher]) -> Tuple[np.ndarray, np.ndarray]:
-    """Per image: the error ``plan`` ends with (its polish included) and the restart-steps it ran."""
+    """Per image: the error ``plan`` ends with (its polish included) and the restart-steps it ran.
+    Sparse-Gen's polish (from recovery.sparse_gen_polish_m) has no recorded state to start from: the
+    replay scores Sparse-Gen without it, and ``solve`` measures it by real solves."""
+    if plan.polish > 0 and "z" not in tr and key[1] == "sparse_gen":
+        plan = replace(plan, polish=0)
     out = replay_outcome(plan, tr["losses"])
     at, r = out.steps // EVERY - 1, out.state["r"]
     if plan.polish > 0:
@@ -321,22 +327,60 @@ def polish(generator: Path, name: str, steps: List[int], candidate: Dict[str, An
     """What polish alone does on generator ``name``'s validation trajectories: the defaults (with
     ``candidate``'s options) and the full budget, each with its winners polished ``steps`` steps,
     against the full budget without polish (paired)."""
-    from csgm.config import RecoveryConfig
 
     points = {k: v for k, v in load_points(keep_state=True).items() if k[0] == name and "z" in v}
-    polisher, base = Polisher({name: generator}, points), replace(RecoveryConfig(), **candidate)
+    polisher = Polisher({name: generator}, points)
+    polish_table(sorted(points, key=lambda k: (k[2], k[1])), steps, candidate,
+                 lambda plan, key: outcome_errors(plan, key, points[key], polisher)[0])
+
+
+def polish_table(keys: List[Tuple[str, str, int]], steps: List[int], candidate: Dict[str, Any], errors) -> None:
+    """The table of ``polish`` and ``solve``: per (generator, method, m) the paired difference of the
+    defaults (with ``candidate``'s options) and of the full budget, each polished 0 and ``steps``
+    steps, to the full budget without polish; ``errors(plan, key)`` gives a plan's errors per image."""
+    from csgm.config import RecoveryConfig
+
+    base = replace(RecoveryConfig(), **candidate)
     rows = [["method-m", "full MSE", *[f"{side} + {p}" for side in ("defaults", "full") for p in (0, *steps)]]]
-    for key in sorted(points, key=lambda k: (k[2], k[1])):
-        tr, cells = points[key], []
+    for key in keys:
         plans = {"defaults": method_plan(base, key[1], key[2])}
         plans["full"] = full_budget(plans["defaults"])
-        full, _ = outcome_errors(plans["full"], key, tr, None)
+        full, cells = errors(plans["full"], key), []
         for side in ("defaults", "full"):
             for p in (0, *steps):
-                p = paired(full, outcome_errors(replace(plans[side], polish=p), key, tr, polisher)[0])
+                p = paired(full, errors(replace(plans[side], polish=p), key))
                 cells.append(f"{p['diff']:+.5f} ({p['z']:+.1f})")
         rows.append([f"{key[1]}-{key[2]}", f"{np.mean(full):.5f}", *cells])
+        print(f"{key[0]} {key[1]}-{key[2]} done", flush=True)
     print(table(rows))
+
+
+def solve(generator: Path, name: str, methods: List[str], ms: List[int], steps: List[int],
+          candidate: Dict[str, Any], batch: int = 50) -> None:
+    """``polish``'s table from real scheduled solves of the validation digits instead of a replay:
+    for Sparse-Gen, whose nu is too large to record (minutes per point)."""
+    from csgm import sparse_gen
+    from csgm.estimators import CsgmSolver
+    from csgm.recovery import ZPRIOR
+
+    model, spec, x_true, problems = validation_problems(generator, 100, ms, methods)
+    solvers = {"csgm": CsgmSolver(model), "sparse_gen": sparse_gen.SparseGenSolver(model)}
+    by_m = {exp.m: (a, y, z0) for exp, a, y, z0 in problems}
+
+    def errors(plan: Any, key: Tuple[str, str, int]) -> np.ndarray:
+        (a, y, z0), method, x = by_m[key[2]], key[1], []
+        for first in range(0, len(x_true), batch):
+            cols = slice(first, first + batch)
+            if method == "sparse_gen":
+                s = sparse_gen.settings_for(key[2])
+                x.append(solvers[method].solve_scheduled(a, y[cols], z0[:, cols], s.weight, s.zprior_weight,
+                                                         spec.learning_rate, plan)[0])
+            else:
+                x.append(solvers["csgm"].solve_scheduled(a, y[cols], z0[:, cols], ZPRIOR[method](spec),
+                                                         spec.learning_rate, plan)[0])
+        return np.mean((np.concatenate(x) - x_true) ** 2, axis=-1)
+
+    polish_table([(name, method, m) for m in ms for method in methods], steps, candidate, errors)
 
 
 def judge(full_dir: Path, defaults_dir: Path) -> None:
@@ -377,6 +421,13 @@ def main() -> None:
     pol.add_argument("--name", required=True)
     pol.add_argument("--steps", default="50,100,200")
     pol.add_argument("--candidate", type=json.loads, default={}, help='schedule options, e.g. {"stop_tol": 0}')
+    sol = sub.add_parser("solve", help="polish's table from real solves (Sparse-Gen)")
+    sol.add_argument("--generator", type=Path, required=True)
+    sol.add_argument("--name", required=True)
+    sol.add_argument("--methods", default="sparse_gen")
+    sol.add_argument("--m", default="100,200,500")
+    sol.add_argument("--steps", default="200,400")
+    sol.add_argument("--candidate", type=json.loads, default={})
     jud = sub.add_parser("judge")
     jud.add_argument("--full", type=Path, required=True)
     jud.add_argument("--defaults", type=Path, required=True)
@@ -388,6 +439,9 @@ def main() -> None:
         tune(args.margin, args.max_work, dict(g.split("=", 1) for g in args.generator))
     elif args.command == "polish":
         polish(args.generator, args.name, [int(v) for v in args.steps.split(",")], args.candidate)
+    elif args.command == "solve":
+        solve(args.generator, args.name, args.methods.split(","), [int(v) for v in args.m.split(",")],
+              [int(v) for v in args.steps.split(",")], args.candidate)
     else:
         judge(args.full, args.defaults)
 

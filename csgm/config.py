@@ -128,10 +128,14 @@ class RecoveryConfig:
                              "fraction over the last stop_window steps; 0: never stop early", min=0.0)
     polish_steps: int = option(400, "after its restarts are done, each image's winning restart runs this many more "
                                "Adam steps with the learning rate falling linearly to learning_rate / polish_steps "
-                               "(vae, vae_reg, from m = small_m on; the full budget: 0)", min=0, max=100000)
+                               "(vae, vae_reg, from m = small_m on; Sparse-Gen from sparse_gen_polish_m on; "
+                               "the full budget: 0)", min=0, max=100000)
     sparse_gen_keep: int = option(3, "restarts per image that Sparse-Gen's pruning keeps into its z-and-nu "
                                   "phase (it prunes from prune_after as the others and never stops early: "
                                   "its error keeps falling while nu sharpens)", min=1)
+    sparse_gen_polish_m: int = option(500, "from this many measurements on Sparse-Gen's winners are polished too "
+                                      "(polish_steps); below, settling nu closer to the noisy measurements raised "
+                                      "the error on validation digits (docs/benchmarks.md)", min=0)
 
     def check(self) -> Optional[Tuple[str, str, str]]:
         if len(set(self.m)) != len(self.m):

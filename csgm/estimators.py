@@ -12,7 +12,6 @@ images (per image, from its own losses); the full budget is the schedule that do
 from __future__ import annotations
 
 import warnings
-from dataclasses import replace
 from typing import Callable, Optional, Tuple
 
 import numpy as np
@@ -20,7 +19,7 @@ import tensorflow as tf
 
 from csgm import schedule
 from csgm.model import VAE, compute_dtype
-from csgm.optim import adam_update
+from csgm.optim import adam_update, annealed_rate
 from csgm.runner import Runner
 
 
@@ -66,8 +65,7 @@ class CsgmSolver:
                 tape.watch(z)
                 total = tf.reduce_sum(self._losses(a, y, z, weight))
             grad = tape.gradient(total, z)
-            rate = lr * (1.0 - anneal * tf.cast(i, tf.float32) / tf.cast(steps, tf.float32))
-            z, m, v = adam_update(z, grad, m, v, (first + i + 1)[None, :, None], rate)
+            z, m, v = adam_update(z, grad, m, v, (first + i + 1)[None, :, None], annealed_rate(lr, anneal, i, steps))
             return i + 1, z, m, v
 
         _, z, m, v = tf.while_loop(lambda i, *_: i < steps, step, (tf.constant(0), z, m, v))
@@ -104,10 +102,8 @@ class CsgmSolver:
         outcome = schedule.run(plan, {"z": np.asarray(z0, np.float32), "m": zeros, "v": zeros},
                                {"y": np.asarray(y, np.float32)}, advance, observe)
         if plan.polish > 0:
-            state, loss = self.polish(a, y, outcome.state, outcome.steps, zprior_weight, learning_rate, plan.polish)
-            outcome = replace(outcome, state=state, loss=loss, steps=outcome.steps + plan.polish,
-                              restart_steps=outcome.restart_steps + plan.polish,
-                              computed_row_steps=outcome.computed_row_steps + plan.polish * len(loss))
+            outcome = outcome.polished(*self.polish(a, y, outcome.state, outcome.steps, zprior_weight,
+                                                    learning_rate, plan.polish), plan.polish)
         return self.decode(outcome.state["z"]), outcome
 
     def solve(self, a: np.ndarray, y: np.ndarray, z0: np.ndarray, zprior_weight: float, iters: int,

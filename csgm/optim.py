@@ -25,6 +25,12 @@ def adam_update(param: tf.Tensor, grad: tf.Tensor, m: tf.Tensor, v: tf.Tensor, s
     return param - lr_t * m / (tf.sqrt(v) + eps), m, v
 
 
+def annealed_rate(lr: tf.Tensor, anneal: tf.Tensor, i: tf.Tensor, steps: tf.Tensor) -> tf.Tensor:
+    """Step ``i`` of ``steps``'s learning rate: ``lr`` with ``anneal`` 0; with 1 falling linearly to
+    lr / steps at the last step (the recovery's polish of each image's winner)."""
+    return lr * (1.0 - anneal * tf.cast(i, tf.float32) / tf.cast(steps, tf.float32))
+
+
 class Adam(tf.Module):
     def __init__(self, variables: Sequence[tf.Variable], learning_rate: float):
         super().__init__(name="adam")

@@ -69,14 +69,14 @@ class Unit:
 def method_schedule(spec: RecoveryConfig, method: str, m: int) -> Schedule:
     """Where a generative method's steps go: the spec's schedule over ``recovery.iters``; for
     Sparse-Gen over its authors' budget for m, keeping ``sparse_gen_keep`` restarts, without early
-    stopping, and without polish (CsgmSolver's); below ``small_m`` measurements every method keeps at
-    least ``prune_keep_small_m`` and none polishes (with m near the latent size, fitting the
-    measurements closer fits their noise: measured, bench/schedule_tuning.md).
+    stopping, and polishing from ``sparse_gen_polish_m`` on only; below ``small_m`` measurements every
+    method keeps at least ``prune_keep_small_m`` and none polishes (with m near the latent size, fitting
+    the measurements closer fits their noise: measured, bench/schedule_tuning.md).
     Measured (docs/benchmarks.md): with fewer, Sparse-Gen's error moved by more than one SEM at
     m = 10, 25 and 500, and VAE+Reg's at m = 25."""
     if method == "sparse_gen":
         plan = replace(spec.schedule(sparse_gen.settings_for(m).iters), prune_keep=spec.sparse_gen_keep, stop_tol=0.0,
-                       polish=0)
+                       polish=spec.polish_steps if m >= spec.sparse_gen_polish_m else 0)
     else:
         plan = spec.schedule()
     if m < spec.small_m:

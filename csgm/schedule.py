@@ -16,7 +16,7 @@ image's own losses only:
   Checks start at step ``stop_from``: a solver whose objective changes at some step (Sparse-Gen
   starts moving nu there) must not retire an image for having settled in the earlier phase.
 
-- **polish** (``polish`` > 0, the CSGM solver's, after :func:`run`): each image's winner runs that
+- **polish** (``polish`` > 0, the solvers', after :func:`run`): each image's winner runs that
   many more steps with the learning rate falling linearly to lr / polish. At a constant rate Adam ends
   wherever its last steps left it around the minimum, which is what the full budget's best-of-10
   choice partly selects on; polish settles the one restart that is kept instead.
@@ -32,7 +32,7 @@ differently shaped matrix products).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -94,6 +94,11 @@ class Outcome:
     steps: np.ndarray       # Adam steps each image ran [B]
     restart_steps: np.ndarray  # restart-steps each image cost [B] (the full budget: R * iters)
     computed_row_steps: int    # restart-steps computed, padding included
+
+    def polished(self, state: State, loss: np.ndarray, steps: int) -> Outcome:
+        """The outcome after each image's winner ran ``steps`` more steps to ``state`` and ``loss``."""
+        return replace(self, state=state, loss=loss, steps=self.steps + steps, restart_steps=self.restart_steps + steps,
+                       computed_row_steps=self.computed_row_steps + steps * len(loss))
 
 
 def _bucket(n: int, full: int) -> int:

@@ -17,7 +17,8 @@ phase this is plain CSGM with the reference's L1/L2 measurement-loss weights (``
 of AshishBora/csgm), which is how the L1 measurement-loss method runs.
 
 All restarts of all images run as one tensor in one compiled loop, as in CsgmSolver, in chunks
-between which ``csgm.schedule`` prunes restarts and retires converged images.
+between which ``csgm.schedule`` prunes restarts and retires converged images; with ``Schedule.polish``
+each image's winner (z and nu) then runs on at a falling rate (``recovery.sparse_gen_polish_m``).
 """
 
 from __future__ import annotations
@@ -31,10 +32,11 @@ import tensorflow as tf
 from csgm import schedule
 from csgm.model import VAE, compute_dtype
 from csgm.estimators import decoder
-from csgm.optim import adam_update
+from csgm.optim import adam_update, annealed_rate
 from csgm.runner import Runner
 
 Z_ONLY_STEPS = 800  # the authors' warm start: z alone first when there are more iterations
+STATE = ("z", "mz", "vz", "nu", "mn", "vn")  # z, its Adam moments; nu, its Adam moments
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,7 @@ class SparseGenSolver:
             tf.TensorSpec([], tf.int32),                 # steps already taken
             tf.TensorSpec([], tf.int32),                 # steps to take
             tf.TensorSpec([], tf.float32),               # learning rate
+            tf.TensorSpec([], tf.float32),               # anneal: 0 constant rate, 1 falling to lr / steps
         ])
 
     def _generate(self, z: tf.Tensor) -> tf.Tensor:
@@ -86,19 +89,20 @@ class SparseGenSolver:
                 + w[2] * tf.reduce_sum(tf.square(z), axis=-1)
                 + w[3] * tf.reduce_sum(tf.abs(nu), axis=-1))
 
-    def _advance_graph(self, a, y, z, mz, vz, nu, mn, vn, w, z_only, first, steps, lr):
+    def _advance_graph(self, a, y, z, mz, vz, nu, mn, vn, w, z_only, first, steps, lr, anneal):
         def step(i, z, mz, vz, nu, mn, vn):
             t = first + i  # the global step: Adam's bias correction and the phase follow it
+            rate = annealed_rate(lr, anneal, i, steps)
             with tf.GradientTape() as tape:
                 tape.watch([z, nu])
                 total = tf.reduce_sum(self._losses(a, y, self._generate(z), z, nu, w))
             gz, gn = tape.gradient(total, [z, nu])
-            z, mz, vz = adam_update(z, gz, mz, vz, t + 1, lr)
+            z, mz, vz = adam_update(z, gz, mz, vz, t + 1, rate)
 
             def move_nu():
                 # One Adam step count for all variables, as TF1's AdamOptimizer shares its beta
                 # powers; then x = G(z) + nu is kept in [0, 1] against the generator's new output.
-                nu_new, mn_new, vn_new = adam_update(nu, gn, mn, vn, t + 1, lr)
+                nu_new, mn_new, vn_new = adam_update(nu, gn, mn, vn, t + 1, rate)
                 g = self._generate(z)
                 return tf.clip_by_value(nu_new, -g, 1.0 - g), mn_new, vn_new
 
@@ -120,17 +124,23 @@ class SparseGenSolver:
         plan = checks_after_z_only(plan, weight)
         a, rate = np.asarray(a, np.float32), np.float32(learning_rate)
         w = np.array([mloss1_weight, mloss2_weight, zprior_weight, weight], np.float32)
-        names = ("z", "mz", "vz", "nu", "mn", "vn")
 
-        def advance(state, per_image, first, steps):
-            *out, losses = self._advance(a, per_image["y"], *(state[k] for k in names), w, np.int32(z_only),
-                                         np.int32(first), np.int32(steps), rate)
-            return dict(zip(names, out)), losses
+        def advance(state, per_image, first, steps, anneal=0.0):
+            *out, losses = self._advance(a, per_image["y"], *(state[k] for k in STATE), w, np.int32(z_only),
+                                         np.int32(first), np.int32(steps), rate, np.float32(anneal))
+            return dict(zip(STATE, out)), losses
 
         z0 = np.asarray(z0, np.float32)
         zeros, pixels = np.zeros_like(z0), np.zeros(z0.shape[:2] + (784,), np.float32)
         start = {"z": z0, "mz": zeros, "vz": zeros, "nu": pixels, "mn": pixels, "vn": pixels}
         outcome = schedule.run(plan, start, {"y": np.asarray(y, np.float32)}, advance, observe)
+        if plan.polish > 0:
+            # The winners at a falling rate. Sparse-Gen never stops early (recovery.method_schedule), so
+            # every image has run plan.iters steps: one step count for all.
+            winners = {k: v[None] for k, v in outcome.state.items()}
+            state, loss = advance(winners, {"y": np.asarray(y, np.float32)}, plan.iters, plan.polish, anneal=1.0)
+            outcome = outcome.polished({k: np.asarray(v)[0] for k, v in state.items()}, np.asarray(loss)[0],
+                                       plan.polish)
         g = self.decode(outcome.state["z"])
         return np.clip(g + outcome.state["nu"], 0.0, 1.0), outcome
 
