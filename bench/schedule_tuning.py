@@ -84,17 +84,36 @@ def validation_problems(generator: Path, images: int, ms: List[int], methods: Li
     return model, spec, x_true, problems
 
 
+def solvers(model: Any) -> Tuple[Any, Any]:
+    """The CSGM and Sparse-Gen solvers of ``model`` (each compiles its loop once)."""
+    from csgm import sparse_gen
+    from csgm.estimators import CsgmSolver
+
+    return CsgmSolver(model), sparse_gen.SparseGenSolver(model)
+
+
+def solve_batch(solver_pair: Tuple[Any, Any], method: str, m: int, spec: Any, a: np.ndarray, y: np.ndarray,
+                z0: np.ndarray, plan: Any, observe: Any = None) -> np.ndarray:
+    """x_hat of one batch by ``method``'s real solver under ``plan``."""
+    from csgm import sparse_gen
+    from csgm.recovery import ZPRIOR
+
+    csgm_solver, sparse = solver_pair
+    if method in ZPRIOR:
+        return csgm_solver.solve_scheduled(a, y, z0, ZPRIOR[method](spec), spec.learning_rate, plan, observe)[0]
+    s = sparse_gen.settings_for(m)
+    return sparse.solve_scheduled(a, y, z0, s.weight, s.zprior_weight, spec.learning_rate, plan, observe=observe)[0]
+
+
 def record(generator: Path, name: str, images: int, ms: List[int], methods: List[str], batch: int) -> None:
     """Full-budget trajectories on the validation digits (see the module doc)."""
     import tensorflow as tf
 
     from csgm import sparse_gen
-    from csgm.estimators import CsgmSolver
-    from csgm.recovery import ZPRIOR
     from csgm.schedule import Schedule
 
     model, spec, x_true, problems = validation_problems(generator, images, ms, methods)
-    csgm_solver, sparse = CsgmSolver(model), sparse_gen.SparseGenSolver(model)
+    pair = solvers(model)
     TRAJECTORIES.mkdir(parents=True, exist_ok=True)
     for exp, a, y, z0 in problems:
         for method in methods:
@@ -121,14 +140,8 @@ def record(generator: Path, name: str, images: int, ms: List[int], methods: List
                     for k, v in kept.items():
                         v[t][:, b] = state[k]
 
-                plan = Schedule(iters, record_every=EVERY)
-                if method in ZPRIOR:
-                    csgm_solver.solve_scheduled(a, y[cols], z0[:, cols], ZPRIOR[method](spec), spec.learning_rate,
-                                                plan, observe)
-                else:
-                    s = sparse_gen.settings_for(exp.m)
-                    sparse.solve_scheduled(a, y[cols], z0[:, cols], s.weight, s.zprior_weight, spec.learning_rate,
-                                           plan, observe=observe)
+                solve_batch(pair, method, exp.m, spec, a, y[cols], z0[:, cols], Schedule(iters, record_every=EVERY),
+                            observe)
             seconds = time.perf_counter() - began
             np.savez_compressed(TRAJECTORIES / f"{name}-m{exp.m:03d}-{method}.npz", losses=losses, errors=errors,
                                 seconds=seconds, every=EVERY, **kept)
@@ -217,7 +230,7 @@ def outcome_errors(plan: Any, key: Tuple[str, str, int], tr: Dict[str, np.ndarra
     """Per image: the error ``plan`` ends with (its polish included) and the restart-steps it ran.
     Sparse-Gen's polish (from recovery.sparse_gen_polish_m) has no recorded state to start from: the
     replay scores Sparse-Gen without it, and ``solve`` measures it by real solves."""
-    if plan.polish > 0 and "z" not in tr and key[1] == "sparse_gen":
+    if plan.polish > 0 and key[1] == "sparse_gen":
         plan = replace(plan, polish=0)
     out = replay_outcome(plan, tr["losses"])
     at, r = out.steps // EVERY - 1, out.state["r"]
@@ -327,7 +340,6 @@ def polish(generator: Path, name: str, steps: List[int], candidate: Dict[str, An
     """What polish alone does on generator ``name``'s validation trajectories: the defaults (with
     ``candidate``'s options) and the full budget, each with its winners polished ``steps`` steps,
     against the full budget without polish (paired)."""
-
     points = {k: v for k, v in load_points(keep_state=True).items() if k[0] == name and "z" in v}
     polisher = Polisher({name: generator}, points)
     polish_table(sorted(points, key=lambda k: (k[2], k[1])), steps, candidate,
@@ -359,25 +371,13 @@ def solve(generator: Path, name: str, methods: List[str], ms: List[int], steps: 
           candidate: Dict[str, Any], batch: int = 50) -> None:
     """``polish``'s table from real scheduled solves of the validation digits instead of a replay:
     for Sparse-Gen, whose nu is too large to record (minutes per point)."""
-    from csgm import sparse_gen
-    from csgm.estimators import CsgmSolver
-    from csgm.recovery import ZPRIOR
-
     model, spec, x_true, problems = validation_problems(generator, 100, ms, methods)
-    solvers = {"csgm": CsgmSolver(model), "sparse_gen": sparse_gen.SparseGenSolver(model)}
-    by_m = {exp.m: (a, y, z0) for exp, a, y, z0 in problems}
+    by_m, pair = {exp.m: (a, y, z0) for exp, a, y, z0 in problems}, solvers(model)
 
     def errors(plan: Any, key: Tuple[str, str, int]) -> np.ndarray:
-        (a, y, z0), method, x = by_m[key[2]], key[1], []
-        for first in range(0, len(x_true), batch):
-            cols = slice(first, first + batch)
-            if method == "sparse_gen":
-                s = sparse_gen.settings_for(key[2])
-                x.append(solvers[method].solve_scheduled(a, y[cols], z0[:, cols], s.weight, s.zprior_weight,
-                                                         spec.learning_rate, plan)[0])
-            else:
-                x.append(solvers["csgm"].solve_scheduled(a, y[cols], z0[:, cols], ZPRIOR[method](spec),
-                                                         spec.learning_rate, plan)[0])
+        (a, y, z0), m = by_m[key[2]], key[2]
+        x = [solve_batch(pair, key[1], m, spec, a, y[cols], z0[:, cols], plan)
+             for cols in (slice(first, first + batch) for first in range(0, len(x_true), batch))]
         return np.mean((np.concatenate(x) - x_true) ** 2, axis=-1)
 
     polish_table([(name, method, m) for m in ms for method in methods], steps, candidate, errors)

@@ -133,12 +133,13 @@ class SparseGenSolver:
         z0 = np.asarray(z0, np.float32)
         zeros, pixels = np.zeros_like(z0), np.zeros(z0.shape[:2] + (784,), np.float32)
         start = {"z": z0, "mz": zeros, "vz": zeros, "nu": pixels, "mn": pixels, "vn": pixels}
-        outcome = schedule.run(plan, start, {"y": np.asarray(y, np.float32)}, advance, observe)
+        per_image = {"y": np.asarray(y, np.float32)}
+        outcome = schedule.run(plan, start, per_image, advance, observe)
         if plan.polish > 0:
             # The winners at a falling rate. Sparse-Gen never stops early (recovery.method_schedule), so
             # every image has run plan.iters steps: one step count for all.
             winners = {k: v[None] for k, v in outcome.state.items()}
-            state, loss = advance(winners, {"y": np.asarray(y, np.float32)}, plan.iters, plan.polish, anneal=1.0)
+            state, loss = advance(winners, per_image, plan.iters, plan.polish, anneal=1.0)
             outcome = outcome.polished({k: np.asarray(v)[0] for k, v in state.items()}, np.asarray(loss)[0],
                                        plan.polish)
         g = self.decode(outcome.state["z"])
