@@ -31,6 +31,7 @@ from typing import Any, Dict, Iterable, List, Tuple
 import numpy as np
 
 from bench.common import RESULTS, in_fresh_process, launch, save, table
+from job.run_folder import MARKER
 
 SPEC = "configs/mnist_1p.yaml"
 METHODS = ["vae", "vae_reg", "sparse_gen"]
@@ -38,7 +39,7 @@ FULL_BUDGET = {"recovery.prune_after": 0, "recovery.stop_tol": 0.0, "recovery.po
 
 
 def recovery_sets(images: int, ms: List[int]) -> Dict[str, Any]:
-    return {"stages": "[recover]", "recovery.images": images, "recovery.batch_size": 50,
+    return {"stages": "[recover]", "recovery.images": images, "recovery.batch_size": 100,  # as configs/mnist_1p.yaml
             "recovery.m": "[" + ",".join(map(str, ms)) + "]", "recovery.methods": "[" + ",".join(METHODS) + "]",
             "recovery.restarts": 10, "recovery.iters": 1000}
 
@@ -55,6 +56,8 @@ def run_side(generator: Path, folder: Path, images: int, ms: List[int], sets: Di
     for part in ("checkpoints", "best"):  # best/: the epoch chosen on validation, which recovery uses
         if (generator / part).is_dir():
             shutil.copytree(generator / part, folder / part)
+    # The run-folder marker too: the launcher writes only into a folder csgm made (job.run_folder).
+    shutil.copy2(generator / MARKER, folder / MARKER)
     launch(SPEC, dict(recovery_sets(images, ms), output_dir=folder, **sets))
     return unit_errors(folder)
 
