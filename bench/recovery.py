@@ -50,14 +50,19 @@ def train_generator(folder: Path, epochs: int) -> None:
     launch(SPEC, {"output_dir": folder, "stages": "[train]", "train.epochs": epochs})
 
 
-def run_side(generator: Path, folder: Path, images: int, ms: List[int], sets: Dict[str, Any]) -> Dict[str, Any]:
-    """Per (m, method): errors by image, seconds, restart-steps run."""
+def side_folder(generator: Path, folder: Path) -> None:
+    """A fresh run folder holding the generator's weights, for one side's recovery-only run."""
     shutil.rmtree(folder, ignore_errors=True)
     for part in ("checkpoints", "best"):  # best/: the epoch chosen on validation, which recovery uses
         if (generator / part).is_dir():
             shutil.copytree(generator / part, folder / part)
     # The run-folder marker too: the launcher writes only into a folder csgm made (job.run_folder).
     shutil.copy2(generator / MARKER, folder / MARKER)
+
+
+def run_side(generator: Path, folder: Path, images: int, ms: List[int], sets: Dict[str, Any]) -> Dict[str, Any]:
+    """Per (m, method): errors by image, seconds, restart-steps run."""
+    side_folder(generator, folder)
     launch(SPEC, dict(recovery_sets(images, ms), output_dir=folder, **sets))
     return unit_errors(folder)
 

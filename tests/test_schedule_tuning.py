@@ -61,3 +61,20 @@ def test_score_caps_the_work_where_the_speed_target_is_measured() -> None:
     sc = score(spec, points)
     assert sc["rows"]["t-vae-10"]["work"] == 1.0 and sc["rows"]["t-vae-10"]["diff"] == 0.0
     assert sc["work_speed_m"] == sc["rows"][f"t-vae-{SPEED_M}"]["work"] < 0.5 < sc["work"]
+
+
+def test_a_bench_side_folder_is_one_the_launcher_accepts(tmp_path):
+    """bench.recovery copies the generator into a folder per side; the launcher must accept it as
+    the job's own run folder (job.run_folder), or every side fails before recovering anything."""
+    from bench.recovery import SPEC, side_folder
+    from job.run_folder import check_output_dir, claim_output_dir
+    from job.spec import load_spec
+
+    generator = tmp_path / "generator"
+    claim_output_dir(load_spec(SPEC, [f"output_dir={generator}"]))
+    (generator / "checkpoints").mkdir()
+    (generator / "checkpoints" / "epoch-00001.index").write_bytes(b"weights")
+    side = tmp_path / "side"
+    side_folder(generator, side)
+    check_output_dir(load_spec(SPEC, [f"output_dir={side}"]))  # raises SpecError if refused
+    assert (side / "checkpoints" / "epoch-00001.index").read_bytes() == b"weights"
