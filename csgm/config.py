@@ -106,6 +106,10 @@ class RecoveryConfig:
     seed: int = option(0, "seed of measurement matrices, noise and restarts", min=0)
     precision: str = option("fp32", "'mixed': bfloat16 generator in the recovery loop",
                             choices=("fp32", "mixed"))
+    streams: int = option(0, "parts each unit's images are split into, optimised at the same time in threads of "
+                          "one rank (csgm.recovery.in_streams): on a CPU, narrow pruned phases leave cores idle "
+                          "(docs/benchmarks.md); 0: one per CPU core the rank has; GPUs and NPUs: always 1",
+                          min=0, max=64)
     # Where the steps go (csgm.schedule): per-image decisions, so results do not depend on batching.
     # The defaults were chosen on validation digits by bench/schedule_tuning.py (bench/schedule_tuning.md;
     # test digits: docs/benchmarks.md); prune_after: 0, stop_tol: 0

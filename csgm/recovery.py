@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -28,7 +30,7 @@ from csgm.config import RecoveryConfig
 from csgm.data import Dataset
 from csgm.estimators import CsgmSolver, decoder, lasso
 from csgm.preemption import Preempted
-from csgm.schedule import Schedule
+from csgm.schedule import Outcome, Schedule
 
 log = logging.getLogger(__name__)
 ZPRIOR = {"vae": lambda spec: 0.0, "vae_reg": lambda spec: spec.zprior_weight}
@@ -174,10 +176,42 @@ def unit_problem(record: dict, unit: Unit, digest: str) -> str:
     return ""
 
 
+# solve(y [B, m], z0 [R, B, k]) -> (x_hat [B, 784], outcome) for some images of a unit
+Solve = Callable[[np.ndarray, np.ndarray], Tuple[np.ndarray, Outcome]]
+
+
+def in_streams(solve: Solve, streams: int, y: np.ndarray, z0: np.ndarray) -> Tuple[np.ndarray, Outcome]:
+    """``solve`` on ``streams`` contiguous parts of the images at the same time, one thread each
+    (TensorFlow runs a call without holding the GIL), joined in image order. Every schedule decision
+    is per image (csgm.schedule), so a part's results are those of the whole batch up to the float
+    rounding of differently shaped products. It pays on a CPU: a pruned phase of a few hundred rows
+    leaves a second core idle inside one call, and two calls fill it (docs/benchmarks.md)."""
+    parts = np.array_split(np.arange(len(y)), max(1, min(streams, len(y))))
+    if len(parts) == 1:
+        return solve(y, z0)
+    with ThreadPoolExecutor(len(parts), thread_name_prefix="recovery-stream") as pool:
+        done = list(pool.map(lambda part: solve(y[part], z0[:, part]), parts))
+    return np.concatenate([x for x, _ in done]), Outcome.concatenate([outcome for _, outcome in done])
+
+
+def stream_count(setting: int, device: str, threads: int) -> int:
+    """recovery.streams resolved for a rank: always 1 on an accelerator, which runs one call at a
+    time (and CANN's session is not measured with concurrent runs); on a CPU the setting, or with 0
+    one per core the rank has (``threads``, or the cores this process may run on when 0)."""
+    if device != "cpu":
+        return 1
+    if setting > 0:
+        return setting
+    if threads > 0:
+        return threads
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 class RecoveryRunner:
     def __init__(self, spec: RecoveryConfig, data: Dataset, solver: Optional[CsgmSolver], store: UnitStore,
-                 rank: int = 0):
+                 rank: int = 0, streams: int = 1):
         self.spec, self.data, self.solver, self.store, self.rank = spec, data, solver, store, rank
+        self.streams = streams
         self._matrices: Dict[Tuple[measure.Experiment, int], np.ndarray] = {}
         self._sparse: Optional[sparse_gen.SparseGenSolver] = None
         self._draw: Optional[Callable[[np.ndarray], np.ndarray]] = None
@@ -219,23 +253,30 @@ class RecoveryRunner:
     def _generative(self, unit: Unit, a: np.ndarray, y: np.ndarray, z0: np.ndarray
                     ) -> Tuple[np.ndarray, np.ndarray, List[Dict[str, int]]]:
         """x_hat, the chosen restart's loss and the steps spent, per image; every method follows the
-        recovery schedule (csgm.schedule) over its own budget."""
+        recovery schedule (csgm.schedule) over its own budget, in ``self.streams`` parts at once."""
         spec, solver = self.spec, self.solver
         assert solver is not None
         plan = method_schedule(spec, unit.method, unit.m)
+        solve: Solve
         if unit.method in ZPRIOR:
-            x_hat, outcome = solver.solve_scheduled(a, y, z0, ZPRIOR[unit.method](spec), spec.learning_rate, plan)
+            def solve(y_part: np.ndarray, z0_part: np.ndarray) -> Tuple[np.ndarray, Outcome]:
+                return solver.solve_scheduled(a, y_part, z0_part, ZPRIOR[unit.method](spec), spec.learning_rate, plan)
         else:
             if self._sparse is None:  # the CSGM solver's graph precision: fp32 on NPUs whatever the spec says
                 self._sparse = sparse_gen.SparseGenSolver(solver.model, solver.precision,
                                                           runner=solver.runner)
+            sparse = self._sparse
             if unit.method == "vae_reg_l1":  # the reference's mloss1_weight: L1 measurement loss, z alone
-                x_hat, outcome = self._sparse.solve_scheduled(a, y, z0, 0.0, spec.zprior_weight, spec.learning_rate,
-                                                              plan, mloss1_weight=1.0, mloss2_weight=0.0)
+                def solve(y_part: np.ndarray, z0_part: np.ndarray) -> Tuple[np.ndarray, Outcome]:
+                    return sparse.solve_scheduled(a, y_part, z0_part, 0.0, spec.zprior_weight, spec.learning_rate,
+                                                  plan, mloss1_weight=1.0, mloss2_weight=0.0)
             else:
                 settings = sparse_gen.settings_for(unit.m)
-                x_hat, outcome = self._sparse.solve_scheduled(a, y, z0, settings.weight, settings.zprior_weight,
-                                                              spec.learning_rate, plan)
+
+                def solve(y_part: np.ndarray, z0_part: np.ndarray) -> Tuple[np.ndarray, Outcome]:
+                    return sparse.solve_scheduled(a, y_part, z0_part, settings.weight, settings.zprior_weight,
+                                                  spec.learning_rate, plan)
+        x_hat, outcome = in_streams(solve, self.streams, y, z0)
         return x_hat, outcome.loss, [{"steps": int(s), "restart_steps": int(r)}
                                      for s, r in zip(outcome.steps, outcome.restart_steps)]
 

@@ -33,7 +33,7 @@ differently shaped matrix products).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -94,6 +94,14 @@ class Outcome:
     steps: np.ndarray       # Adam steps each image ran [B]
     restart_steps: np.ndarray  # restart-steps each image cost [B] (the full budget: R * iters)
     computed_row_steps: int    # restart-steps computed, padding included
+
+    @staticmethod
+    def concatenate(parts: Sequence[Outcome]) -> Outcome:
+        """One outcome of images solved in parts (csgm.recovery.in_streams), in the parts' order."""
+        return Outcome({k: np.concatenate([p.state[k] for p in parts]) for k in parts[0].state},
+                       np.concatenate([p.loss for p in parts]), np.concatenate([p.steps for p in parts]),
+                       np.concatenate([p.restart_steps for p in parts]),
+                       sum(p.computed_row_steps for p in parts))
 
     def polished(self, state: State, loss: np.ndarray, steps: int) -> Outcome:
         """The outcome after each image's winner ran ``steps`` more steps to ``state`` and ``loss``."""

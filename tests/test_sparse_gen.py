@@ -194,3 +194,50 @@ def test_sparse_gen_runs_in_the_csgm_solvers_graph_precision(small_vae: VAE) -> 
     x_hat, _, _ = runner._generative(Unit("gaussian", 10, "sparse_gen", 0, 1), a, _generated(small_vae, 1, 9) @ a, z0)
     assert runner._sparse is not None and runner._sparse.dtype == tf.float32
     assert x_hat.shape == (1, 784)
+
+
+@pytest.mark.parametrize("method, m", [("vae_reg", 100), ("vae", 10), ("sparse_gen", 100)])
+def test_streams_recover_what_one_call_recovers(small_vae: VAE, method: str, m: int) -> None:
+    """recovery.streams splits a unit's images into parts solved at once in threads and joins them in
+    image order: each part's results are exactly its own one-call solve, and, every decision being per
+    image, close to those of one call over all images (the CSGM losses are smooth; Sparse-Gen's L1
+    terms let the rounding of differently shaped products grow over its 1,500 steps, as between ranks).
+    The schedule prunes, stops (vae_reg) and polishes here."""
+    from csgm.recovery import RecoveryRunner, Unit
+
+    spec = RecoveryConfig(restarts=4, iters=120, prune_after=20, stop_tol=0.05, stop_window=20, polish_steps=30,
+                          small_m=50)
+    a = matrix(spec, Experiment("gaussian", m))
+    n = 7  # parts of 3, 2 and 2 images
+    y = _generated(small_vae, n, 11) @ a
+    z0 = np.random.default_rng(12).standard_normal((4, n, K)).astype(np.float32)
+    one = RecoveryRunner(spec, None, CsgmSolver(small_vae), None)
+    three = RecoveryRunner(spec, None, CsgmSolver(small_vae), None, streams=3)._generative(
+        Unit("gaussian", m, method, 0, n), a, y, z0)
+    parts = [one._generative(Unit("gaussian", m, method, lo, hi), a, y[lo:hi], z0[:, lo:hi])
+             for lo, hi in ((0, 3), (3, 5), (5, 7))]
+    np.testing.assert_allclose(three[0], np.concatenate([p[0] for p in parts]), atol=1e-6)
+    np.testing.assert_allclose(three[1], np.concatenate([p[1] for p in parts]), rtol=1e-6)
+    assert three[2] == [w for p in parts for w in p[2]]
+    if method != "sparse_gen":
+        whole = one._generative(Unit("gaussian", m, method, 0, n), a, y, z0)
+        np.testing.assert_allclose(three[0], whole[0], atol=2e-4)
+        np.testing.assert_allclose(three[1], whole[1], rtol=1e-3, atol=1e-6)
+        assert three[2] == whole[2]
+    assert method != "vae_reg" or len({w["steps"] for w in three[2]}) > 1  # some images stopped earlier
+
+
+@pytest.mark.parametrize("setting, device, threads, cores, expected", [
+    (0, "cpu", 0, 2, 2),      # one stream per core of the machine
+    (0, "cpu", 1, 2, 1),      # a rank given one thread: one stream
+    (0, "cpu", 4, 2, 4),
+    (3, "cpu", 1, 2, 3),      # set explicitly
+    (0, "npu", 0, 2, 1),      # accelerators run one call at a time
+    (4, "gpu", 0, 2, 1),
+])
+def test_stream_count(monkeypatch: pytest.MonkeyPatch, setting: int, device: str, threads: int, cores: int,
+                      expected: int) -> None:
+    from csgm import recovery
+
+    monkeypatch.setattr(recovery.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    assert recovery.stream_count(setting, device, threads) == expected

@@ -465,3 +465,20 @@ def test_spec_reference_doc_is_current() -> None:
     from job.docs import DOC, render
 
     assert DOC.read_text() == render(), "docs/spec.md is stale: run python -m job.docs"
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    ([], None),                                                   # training: TensorFlow's choice
+    (["stages=[recover]"], (1, 2)),                               # recovery only: one core per op, 2 streams
+    (["stages=[recover]", "recovery.streams=1"], None),           # one stream: ops over both cores
+    (["stages=[recover]", "devices.threads=1"], (1, 1)),
+    (["devices.threads=3"], (3, 3)),
+    (["stages=[recover]", "devices.type=npu", "backend=hccl"], None),
+])
+def test_thread_layout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, overrides: list, expected) -> None:
+    """A CPU rank that only recovers runs one op per core and a recovery stream per core."""
+    from csgm import recovery
+    from job.backend import thread_layout
+
+    monkeypatch.setattr(recovery.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert thread_layout(_load(tmp_path, "name: t\n", overrides)) == expected
