@@ -12,7 +12,8 @@ measurements, noise 0.1, 10 restarts x 1000 Adam steps). Sides:
 - defaults, mixed: the same with ``recovery.precision: mixed`` (bfloat16 generator products), to
   see whether this CPU's bf16 instructions pay at unchanged error (the spec's default is fp32).
 Both project sides run vae, vae_reg and sparse_gen (its authors' budget per m: 1,500 or 3,000
-steps) at every m, one rank with the whole machine. Throughput
+steps) at every m, one rank with the whole machine (recovery only: its default `recovery.streams`,
+one part of each unit per core, each op on one core; job.backend.thread_layout). Throughput
 counts optimisation time (unit seconds; process start-up excluded, XLA compilation included).
 Errors: mean per-pixel MSE and its SEM over the images; the default's gap to the full budget is
 paired (both sides recover the same images): the mean and SEM of the per-image difference, the
