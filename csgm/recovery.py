@@ -184,7 +184,8 @@ def in_streams(solve: Solve, streams: int, y: np.ndarray, z0: np.ndarray) -> Tup
     """``solve`` on ``streams`` contiguous parts of the images at the same time, one thread each
     (TensorFlow runs a call without holding the GIL), joined in image order. Every schedule decision
     is per image (csgm.schedule), so a part's results are those of the whole batch up to the float
-    rounding of differently shaped products. It pays on a CPU: a pruned phase of a few hundred rows
+    rounding of differently shaped products (which Sparse-Gen's L1 terms let grow over its steps, as
+    between ranks). It pays on a CPU: a pruned phase of a few hundred rows
     leaves a second core idle inside one call, and two calls fill it (docs/benchmarks.md)."""
     parts = np.array_split(np.arange(len(y)), max(1, min(streams, len(y))))
     if len(parts) == 1:
