@@ -48,12 +48,18 @@ def thread_layout(spec: JobSpec) -> Optional[Tuple[int, int]]:
     one core and the streams side by side: measured, 1.2x the images/s of the same streams with ops
     split over both cores (docs/benchmarks.md). Training keeps its ops split over the cores; a job
     that trains too keeps that layout for its recovery."""
-    streams = stream_count(spec.recovery.streams, spec.devices.type, spec.devices.threads)
+    streams = recovery_streams(spec)
     if spec.devices.type == "cpu" and "train" not in spec.stages and streams > 1:
         return 1, streams
     if spec.devices.threads > 0:
         return spec.devices.threads, spec.devices.threads
     return None
+
+
+def recovery_streams(spec: JobSpec) -> int:
+    """The recovery streams of this rank (csgm.recovery.stream_count), which its thread layout and
+    its recovery stage both follow."""
+    return stream_count(spec.recovery.streams, spec.devices.type, spec.devices.threads)
 
 
 def adapter_for(spec: JobSpec) -> str:

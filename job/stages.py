@@ -29,10 +29,10 @@ from csgm.model import VAE, use_xla, use_xla_for_recovery
 from csgm.precision import DynamicLossScale
 from csgm.preemption import Preempted
 from csgm.runner import Runner
-from csgm.recovery import BASELINES, RecoveryRunner, UnitStore, plan, shard, stream_count
+from csgm.recovery import BASELINES, RecoveryRunner, UnitStore, plan, shard
 from csgm.report import MissingUnits, write_report
 from csgm.train import BEST_FOLDER, Trainer, checkpoint_id
-from job.backend import make_backend
+from job.backend import make_backend, recovery_streams
 from job.plan import check_fits
 from job.spec import JobSpec, spec_digest
 
@@ -156,8 +156,7 @@ def recover_stage(spec: JobSpec, data: Dataset, backend: Backend, trained: Optio
                  done, total, unit_id, elapsed, elapsed / done * (total - done))
 
     log.info("recovery: %d units in all, %d on this rank (generator %s)", len(units), len(mine), checkpoint)
-    runner = RecoveryRunner(rec, data, solver, store, backend.rank,
-                            stream_count(rec.streams, spec.devices.type, spec.devices.threads))
+    runner = RecoveryRunner(rec, data, solver, store, backend.rank, recovery_streams(spec))
     runner.run(mine, progress, stop)
     if all(store.load(u) is not None for u in units):
         report = write_report(spec.run_dir, spec.name, read_train_metrics(spec.run_dir),
