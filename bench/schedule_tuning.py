@@ -58,6 +58,9 @@ GRID: Dict[str, Tuple[Any, ...]] = {
     "stop_tol": (1e-3, 0.0),
     "prune_trend": (0.0, 1.0),
     "sparse_gen_keep": (3, 5),
+    # 2026-12-07 evening: pruning from a later step from m = large_m (150) on, where the 20x target
+    # (m = 100) does not bind; 0: prune_after there too
+    "prune_after_large_m": (0, 100, 200),
 }
 # recovery.polish_steps, tried when the generators are given (the polish is computed, not replayed)
 POLISH = (0, 100, 200, 400)

@@ -71,7 +71,9 @@ class Unit:
 def method_schedule(spec: RecoveryConfig, method: str, m: int) -> Schedule:
     """Where a generative method's steps go: the spec's schedule over ``recovery.iters``; for
     Sparse-Gen over its authors' budget for m, keeping ``sparse_gen_keep`` restarts, without early
-    stopping, and polishing from ``sparse_gen_polish_m`` on only; below ``small_m`` measurements every
+    stopping, and polishing from ``sparse_gen_polish_m`` on only; from ``large_m`` on vae and vae_reg
+    prune from ``prune_after_large_m`` (Sparse-Gen keeps its own: it did worse so on validation digits,
+    bench/schedule_tuning.md); below ``small_m`` measurements every
     method keeps at least ``prune_keep_small_m`` and none polishes (with m near the latent size, fitting
     the measurements closer fits their noise: measured, bench/schedule_tuning.md).
     Measured (docs/benchmarks.md): with fewer, Sparse-Gen's error moved by more than one SEM at
@@ -81,6 +83,8 @@ def method_schedule(spec: RecoveryConfig, method: str, m: int) -> Schedule:
                        polish=spec.polish_steps if m >= spec.sparse_gen_polish_m else 0)
     else:
         plan = spec.schedule()
+        if m >= spec.large_m and spec.prune_after > 0 and spec.prune_after_large_m > 0:
+            plan = replace(plan, prune_after=spec.prune_after_large_m)
     if m < spec.small_m:
         plan = replace(plan, prune_keep=max(plan.prune_keep, spec.prune_keep_small_m), polish=0)
     return plan

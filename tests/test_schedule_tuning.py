@@ -78,3 +78,15 @@ def test_a_bench_side_folder_is_one_the_launcher_accepts(tmp_path):
     side_folder(generator, side)
     check_output_dir(load_spec(SPEC, [f"output_dir={side}"]))  # raises SpecError if refused
     assert (side / "checkpoints" / "epoch-00001.index").read_bytes() == b"weights"
+
+
+def test_the_defaults_are_what_the_tuner_chose():
+    """csgm.config's schedule defaults are the choice bench/schedule_tuning.json records (made on
+    validation digits); a default changed by hand, or a tune not carried into the config, fails here."""
+    import json
+
+    from bench.schedule_tuning import OUT
+    from csgm.config import RecoveryConfig
+
+    chosen = json.loads(OUT.with_suffix(".json").read_text())["chosen"]
+    assert {k: getattr(RecoveryConfig(), k) for k in chosen} == chosen

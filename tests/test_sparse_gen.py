@@ -157,27 +157,37 @@ def test_generator_input_images_are_seeded_per_image(small_vae: VAE) -> None:
 STOPPING = dict(stop_tol=3e-4, prune_keep_small_m=3)  # a spec that stops early and prunes below small_m
 
 
+LATE = dict(prune_after_large_m=200)  # from m = large_m (150) on, vae and vae_reg prune from step 200
+
+
 @pytest.mark.parametrize("overrides, method, m, expected", [
-    # (iters, restarts kept, stop_tol, polish steps)
-    ({}, "vae", 100, (1000, 2, 0.0, 400)),
-    ({}, "vae", 74, (1000, 10, 0.0, 0)),        # few measurements: no pruning, no polish (recovery.small_m)
-    ({}, "vae_reg_l1", 10, (1000, 10, 0.0, 0)),
-    ({}, "vae_reg", 75, (1000, 2, 0.0, 400)),
-    ({}, "sparse_gen", 25, (1500, 10, 0.0, 0)),
-    ({}, "sparse_gen", 100, (1500, 3, 0.0, 0)),   # the authors' budget, 3 restarts into the nu phase
-    ({}, "sparse_gen", 200, (1500, 3, 0.0, 0)),   # Sparse-Gen polishes from m = 500 on only
-    ({}, "sparse_gen", 500, (3000, 3, 0.0, 400)),
-    (dict(sparse_gen_polish_m=100, polish_steps=50), "sparse_gen", 100, (1500, 3, 0.0, 50)),
-    (STOPPING, "vae", 100, (1000, 2, 3e-4, 400)),
-    (STOPPING, "vae", 74, (1000, 3, 3e-4, 0)),
-    (STOPPING, "sparse_gen", 100, (1500, 3, 0.0, 0)),  # Sparse-Gen never stops early
-    (STOPPING, "sparse_gen", 25, (1500, 3, 0.0, 0)),
+    # (iters, restarts kept, stop_tol, polish steps, prune_after)
+    ({}, "vae", 100, (1000, 2, 0.0, 400, 50)),
+    ({}, "vae", 74, (1000, 10, 0.0, 0, 50)),        # few measurements: no pruning, no polish (recovery.small_m)
+    ({}, "vae_reg_l1", 10, (1000, 10, 0.0, 0, 50)),
+    ({}, "vae_reg", 75, (1000, 2, 0.0, 400, 50)),
+    ({}, "sparse_gen", 25, (1500, 10, 0.0, 0, 50)),
+    ({}, "sparse_gen", 100, (1500, 3, 0.0, 0, 50)),   # the authors' budget, 3 restarts into the nu phase
+    ({}, "sparse_gen", 200, (1500, 3, 0.0, 0, 50)),   # Sparse-Gen polishes from m = 500 on only
+    ({}, "sparse_gen", 500, (3000, 3, 0.0, 400, 50)),
+    (dict(sparse_gen_polish_m=100, polish_steps=50), "sparse_gen", 100, (1500, 3, 0.0, 50, 50)),
+    (STOPPING, "vae", 100, (1000, 2, 3e-4, 400, 50)),
+    (STOPPING, "vae", 74, (1000, 3, 3e-4, 0, 50)),
+    (STOPPING, "sparse_gen", 100, (1500, 3, 0.0, 0, 50)),  # Sparse-Gen never stops early
+    (STOPPING, "sparse_gen", 25, (1500, 3, 0.0, 0, 50)),
+    (LATE, "vae", 149, (1000, 2, 0.0, 400, 50)),
+    (LATE, "vae", 150, (1000, 2, 0.0, 400, 200)),     # recovery.large_m: later pruning, where speed does not bind
+    (LATE, "vae_reg", 500, (1000, 2, 0.0, 400, 200)),
+    (LATE, "sparse_gen", 500, (3000, 3, 0.0, 400, 50)),  # Sparse-Gen keeps its own schedule
+    (dict(LATE, large_m=50), "vae", 60, (1000, 10, 0.0, 0, 200)),  # below small_m still no pruning
+    (dict(LATE, prune_after=0), "vae_reg", 500, (1000, 2, 0.0, 400, 0)),  # prune_after 0: no pruning at any m
 ])
 def test_each_method_follows_its_schedule(overrides, method: str, m: int, expected) -> None:
     from csgm.recovery import method_schedule
 
-    plan = method_schedule(RecoveryConfig(**overrides), method, m)
-    assert (plan.iters, plan.prune_keep, plan.stop_tol, plan.polish) == expected and plan.prune_after == 50
+    # prune_after_large_m pinned off unless a row sets it, so the rows do not follow the tuned default
+    plan = method_schedule(RecoveryConfig(**{"prune_after_large_m": 0, **overrides}), method, m)
+    assert (plan.iters, plan.prune_keep, plan.stop_tol, plan.polish, plan.prune_after) == expected
 
 
 def test_sparse_gen_runs_in_the_csgm_solvers_graph_precision(small_vae: VAE) -> None:
