@@ -124,10 +124,11 @@ class RecoveryConfig:
     prune_keep_small_m: int = option(10, "restarts per image that pruning keeps to the end when m < small_m "
                                      "(every method, Sparse-Gen included; 10, the default with 10 restarts: "
                                      "no pruning there, as no early statistic tried ranked restarts safely)", min=1)
-    large_m: int = option(150, "from this many measurements on, vae and vae_reg prune from prune_after_large_m: "
+    large_m: int = option(150, "from this many measurements on, the CSGM methods (vae, vae_reg, vae_reg_l1) prune "
+                          "from prune_after_large_m: "
                           "the speed target is measured at m = 100 (bench.recovery), so above it the tuner may "
                           "buy error with steps (bench/schedule_tuning.md)", min=0)
-    prune_after_large_m: int = option(200, "steps every vae and vae_reg restart runs before pruning when "
+    prune_after_large_m: int = option(200, "steps every CSGM restart runs before pruning when "
                                       "m >= large_m; 0: prune_after (prune_after 0 turns pruning off at every m)",
                                       min=0)
     prune_trend: float = option(0.0, "0: pruning ranks an image's restarts by total loss; > 0: by the loss less "

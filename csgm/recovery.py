@@ -71,9 +71,9 @@ class Unit:
 def method_schedule(spec: RecoveryConfig, method: str, m: int) -> Schedule:
     """Where a generative method's steps go: the spec's schedule over ``recovery.iters``; for
     Sparse-Gen over its authors' budget for m, keeping ``sparse_gen_keep`` restarts, without early
-    stopping, and polishing from ``sparse_gen_polish_m`` on only; from ``large_m`` on vae and vae_reg
-    prune from ``prune_after_large_m`` (Sparse-Gen keeps its own: it did worse so on validation digits,
-    bench/schedule_tuning.md); below ``small_m`` measurements every
+    stopping, and polishing from ``sparse_gen_polish_m`` on only; from ``large_m`` on the CSGM methods
+    prune from ``prune_after_large_m`` (tuned on vae and vae_reg; Sparse-Gen keeps its own: it did worse
+    so on validation digits, docs/benchmarks.md "Pruning later above m = 100"); below ``small_m`` measurements every
     method keeps at least ``prune_keep_small_m`` and none polishes (with m near the latent size, fitting
     the measurements closer fits their noise: measured, bench/schedule_tuning.md).
     Measured (docs/benchmarks.md): with fewer, Sparse-Gen's error moved by more than one SEM at

@@ -185,8 +185,7 @@ LATE = dict(prune_after_large_m=200)  # from m = large_m (150) on, vae and vae_r
 def test_each_method_follows_its_schedule(overrides, method: str, m: int, expected) -> None:
     from csgm.recovery import method_schedule
 
-    # prune_after_large_m pinned off unless a row sets it, so the rows do not follow the tuned default
-    plan = method_schedule(RecoveryConfig(**{"prune_after_large_m": 0, **overrides}), method, m)
+    plan = method_schedule(RecoveryConfig(**overrides), method, m)
     assert (plan.iters, plan.prune_keep, plan.stop_tol, plan.polish, plan.prune_after) == expected
 
 
